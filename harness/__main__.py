@@ -1,0 +1,59 @@
+"""``python -m harness COMMAND``: engine, images and environment for molecule and CI.
+
+Commands:
+  engine start|stop|status   the private Docker engine (started only when none is reachable)
+  images [VERSION ...]       build or reuse the Ubuntu test-host images (default: all)
+  env                        print ``export`` lines for DOCKER_HOST and the molecule variables
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from harness import cgroups, engine, images
+
+
+def _env_lines(host: str) -> list[str]:
+    values = {
+        "DOCKER_HOST": host,
+        "HARNESS_CGROUP_V2_SOURCE": cgroups.v2_only_source(),
+    }
+    return [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    eng = sub.add_parser("engine")
+    eng.add_argument("action", choices=("start", "stop", "status"))
+    img = sub.add_parser("images")
+    img.add_argument("versions", nargs="*", metavar="VERSION", help=f"one of {', '.join(images.RELEASES)}")
+    sub.add_parser("env")
+    args = parser.parse_args(argv)
+
+    if args.command == "engine":
+        if args.action == "stop":
+            engine.stop_private()
+            return 0
+        if args.action == "status":
+            found = engine.find()
+            print(found.host if found else "no engine reachable")
+            return 0 if found else 1
+        print(engine.ensure().host)
+        return 0
+    if args.command == "images":
+        unknown = set(args.versions) - set(images.RELEASES)
+        if unknown:
+            parser.error(f"unknown Ubuntu version(s) {sorted(unknown)}; choose from {list(images.RELEASES)}")
+        for line in images.build_all(args.versions or list(images.RELEASES)):
+            print(line)
+        return 0
+    print("\n".join(_env_lines(engine.ensure().host)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
