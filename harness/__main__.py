@@ -4,6 +4,7 @@ Commands:
   engine start|stop|status   the private Docker engine (started only when none is reachable)
   images [VERSION ...]       build or reuse the Ubuntu test-host images (default: all)
   env                        print ``export`` lines for DOCKER_HOST and the molecule variables
+  sandbox up|down            the local Ubuntu 24.04 host of inventory/sandbox
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import shlex
 import sys
 
-from harness import cgroups, engine, images
+from harness import cgroups, engine, images, sandbox
 
 
 def _env_lines(host: str) -> list[str]:
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     img = sub.add_parser("images")
     img.add_argument("versions", nargs="*", metavar="VERSION", help=f"one of {', '.join(images.RELEASES)}")
     sub.add_parser("env")
+    box = sub.add_parser("sandbox")
+    box.add_argument("action", choices=("up", "down"))
     args = parser.parse_args(argv)
 
     if args.command == "engine":
@@ -50,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown Ubuntu version(s) {sorted(unknown)}; choose from {list(images.RELEASES)}")
         for line in images.build_all(args.versions or list(images.RELEASES)):
             print(line)
+        return 0
+    if args.command == "sandbox":
+        if args.action == "up":
+            print(f"{sandbox.NAME}: running at {sandbox.up()}")
+        else:
+            sandbox.down()
         return 0
     print("\n".join(_env_lines(engine.ensure().host)))
     return 0

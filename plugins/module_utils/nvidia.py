@@ -59,7 +59,8 @@ def diagnose_nvml_error(message: str, module_version: str | None) -> str:
             "packages were upgraded under a running system; reboot the host (or unload and reload the "
             "nvidia modules with no GPU process running), and hold the driver packages so it cannot recur"
         )
-    if module_version is None and ("not found" in lowered or "shared library" in lowered or "driver not loaded" in lowered):
+    no_driver = ("not found", "shared library", "driver not loaded")
+    if module_version is None and any(text in lowered for text in no_driver):
         return "no NVIDIA driver is loaded on this host: install it with the nvidia_driver role, then reboot"
     if "insufficient permissions" in lowered or "no permission" in lowered:
         return "NVML was refused access to /dev/nvidia*: run as root or fix the device permissions"
