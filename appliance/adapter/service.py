@@ -1,0 +1,81 @@
+"""The adapter process: SCP, grouping ticks, exporter, systemd notifications, clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from appliance.adapter import systemd
+from appliance.adapter.durable import make_dirs
+from appliance.adapter.grouping import Grouper
+from appliance.adapter.scp import StorageSCP
+from appliance.config import AdapterConfig
+from appliance.export import ExportWorker
+from appliance.jobs import JobStore, PayloadLayout
+
+LOG = logging.getLogger(__name__)
+
+
+class Adapter:
+    """Everything ``appliance adapter`` runs, wired from one :class:`AdapterConfig`."""
+
+    def __init__(self, config: AdapterConfig) -> None:
+        self.config = config
+        self.layout = PayloadLayout(config.storage.root)
+        make_dirs(config.storage.root)
+        self.store = JobStore(config.storage.database)
+        self.grouper = Grouper(self.store, self.layout, config.dicom.scp.ae_title,
+                               config.completion.quiet_seconds)
+        self.scp = StorageSCP(config.dicom.scp, self.grouper)
+        self.exporter = ExportWorker(config, self.store, self.layout)
+        self._stop = threading.Event()
+
+    @property
+    def tick_seconds(self) -> float:
+        """How often groups are checked: a quarter of the quiet window, at most 0.25 s."""
+        return min(0.25, self.config.completion.quiet_seconds / 4)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    def run(self) -> int:
+        """Serve until :meth:`request_stop` (SIGTERM/SIGINT in the CLI); return the exit status."""
+        resumed = self.grouper.recover()
+        if resumed:
+            LOG.info("resumed %d receiving group(s) from the previous run", resumed)
+        self.scp.start()
+        self.exporter.start()
+        systemd.notify(f"READY=1\nSTATUS=listening on port {self.scp.port}")
+        watchdog = systemd.watchdog_interval()
+        next_ping = time.monotonic()
+        try:
+            while not self._stop.wait(self.tick_seconds):
+                self.grouper.tick()
+                if watchdog is not None and time.monotonic() >= next_ping:
+                    systemd.notify("WATCHDOG=1")
+                    next_ping = time.monotonic() + watchdog
+        finally:
+            systemd.notify("STOPPING=1")
+            LOG.info("stopping")
+            self.scp.stop()
+            self.exporter.stop()
+            # Save progress of open groups; they stay 'receiving' and resume at the next start.
+            self.grouper.tick()
+            self.store.close()
+            LOG.info("stopped")
+        return 0
+
+
+def install_signal_handlers(adapter: Adapter) -> None:
+    """SIGTERM (systemd stop) and SIGINT end :meth:`Adapter.run` cleanly."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        LOG.info("received %s", signal.Signals(signum).name)
+        adapter.request_stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

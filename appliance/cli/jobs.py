@@ -1,0 +1,120 @@
+"""``appliance jobs list|show|retry|complete``: inspect and steer jobs in the job store."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from appliance.config import ConfigError, load
+from appliance.jobs import InvalidTransition, Job, JobState, JobStore, UnknownJob
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _as_dict(job: Job) -> dict[str, Any]:
+    d = dataclasses.asdict(job)
+    d["state"] = job.state.value
+    d["destinations"] = list(job.destinations)
+    for key in ("created_at", "updated_at", "last_instance_at", "ready_at", "finished_at"):
+        d[key] = _iso(d[key])
+    return d
+
+
+def _store(args: argparse.Namespace) -> JobStore:
+    return JobStore(load(args.config).storage.database)
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        jobs = store.list_jobs([JobState(s) for s in args.state] if args.state else None)
+    if args.json:
+        print(json.dumps([_as_dict(j) for j in jobs], indent=2))
+        return 0
+    print(f"{'JOB ID':<44} {'STATE':<10} {'INST':>5} {'AE':<16} {'WORKFLOW':<16} CREATED")
+    for j in jobs:
+        print(f"{j.id:<44} {j.state.value:<10} {j.instance_count:>5} {j.called_ae:<16} "
+              f"{j.workflow:<16} {_iso(j.created_at)}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        job = store.get(args.job_id)
+        stages = store.stages(job.id)
+        exports = store.exports(job.id)
+    data = _as_dict(job)
+    data["stages"] = [{**dataclasses.asdict(s), "at": _iso(s.at)} for s in stages]
+    data["exports"] = [{**dataclasses.asdict(e), "at": _iso(e.at)} for e in exports]
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for key, value in data.items():
+        if key in ("stages", "exports"):
+            continue
+        print(f"{key:>17}: {value}")
+    for s in stages:
+        print(f"{'stage':>17}: {s.stage} {s.status} {s.detail} ({_iso(s.at)})")
+    for e in exports:
+        print(f"{'export':>17}: {e.destination} try {e.attempt} {e.outcome} sent={e.sent} "
+              f"failed={e.failed} {e.detail} ({_iso(e.at)})")
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        job = store.retry(args.job_id)
+    print(f"{job.id}: {job.state.value} (attempt {job.attempt})")
+    return 0
+
+
+def _complete(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        count = store.request_completion(args.study_uid)
+    print(f"study {args.study_uid}: completion requested ({count} receiving job(s))")
+    return 0
+
+
+def _guarded(func: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        except UnknownJob as exc:
+            print(f"no such job: {exc.args[0]}", file=sys.stderr)
+            return 1
+        except InvalidTransition as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``jobs`` sub-command and its actions."""
+    p = sub.add_parser("jobs", help="list, show, retry jobs; mark a study complete")
+    p.add_argument("--config", default="/etc/appliance/adapter.yaml",
+                   help="adapter configuration (for the job store location)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = actions.add_parser("list", help="list jobs, oldest first")
+    a.add_argument("--json", action="store_true")
+    a.add_argument("--state", action="append", choices=[s.value for s in JobState],
+                   help="only jobs in this state (repeatable)")
+    a.set_defaults(func=_guarded(_list))
+    a = actions.add_parser("show", help="one job with its stage and export records")
+    a.add_argument("job_id", metavar="ID")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_guarded(_show))
+    a = actions.add_parser("retry", help="run a failed job again (or only its export)")
+    a.add_argument("job_id", metavar="ID")
+    a.set_defaults(func=_guarded(_retry))
+    a = actions.add_parser("complete", help="mark a study complete now (ends its quiet window)")
+    a.add_argument("study_uid", metavar="STUDY_UID")
+    a.set_defaults(func=_guarded(_complete))

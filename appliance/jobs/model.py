@@ -1,0 +1,94 @@
+"""What a job is: its states and the records kept about it. Times are UNIX seconds (UTC), floats."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class JobState(str, enum.Enum):
+    """Life cycle of a job. Arrows are the only transitions :class:`~appliance.jobs.JobStore` allows.
+
+    ``receiving`` -> ``ready`` -> ``running`` -> ``exporting`` -> ``sending`` -> ``done``;
+    ``running``/``sending`` -> ``failed``; ``failed`` -> ``ready`` or ``exporting`` (retry).
+    """
+
+    RECEIVING = "receiving"  #: the adapter still adds instances (quiet window not over)
+    READY = "ready"  #: complete; waits for the pipeline worker
+    RUNNING = "running"  #: claimed by the pipeline worker
+    EXPORTING = "exporting"  #: pipeline done; results wait for the exporter
+    SENDING = "sending"  #: claimed by the exporter
+    DONE = "done"  #: results delivered to every destination (or there were none)
+    FAILED = "failed"  #: see ``error`` and ``failed_phase``
+
+
+#: Allowed ``from -> to`` moves; anything else raises :class:`InvalidTransition`.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.RECEIVING: frozenset({JobState.READY}),
+    JobState.READY: frozenset({JobState.RUNNING}),
+    JobState.RUNNING: frozenset({JobState.EXPORTING, JobState.DONE, JobState.FAILED, JobState.READY}),
+    JobState.EXPORTING: frozenset({JobState.SENDING}),
+    JobState.SENDING: frozenset({JobState.DONE, JobState.FAILED, JobState.EXPORTING}),
+    JobState.DONE: frozenset(),
+    JobState.FAILED: frozenset({JobState.READY, JobState.EXPORTING}),
+}
+
+
+class InvalidTransition(ValueError):
+    """A state change the life cycle does not allow (e.g. ``done -> running``)."""
+
+
+class UnknownJob(KeyError):
+    """No job has this ID."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job. ``id`` is also the name of its payload folder under ``storage.root``."""
+
+    id: str
+    state: JobState
+    called_ae: str
+    calling_ae: str
+    study_uid: str
+    workflow: str
+    destinations: tuple[str, ...]
+    version: int  #: 1 for the first job of (called AE, study); +1 for each later one
+    instance_count: int
+    created_at: float
+    updated_at: float
+    last_instance_at: float | None
+    ready_at: float | None
+    finished_at: float | None
+    attempt: int  #: 1, +1 for each ``jobs retry``
+    error: str | None
+    failed_phase: str | None  #: "pipeline" or "export" when state is failed
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """A pipeline stage's result, as reported by the pipeline worker."""
+
+    job_id: str
+    stage: str
+    status: str
+    detail: str
+    at: float
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """One try at sending a job's results to one destination.
+
+    ``outcome`` is ``sent`` (all delivered), ``transient`` (will be retried), ``failed``
+    (gave up: permanent error or attempts exhausted) or ``skipped`` (nothing to send).
+    """
+
+    job_id: str
+    destination: str
+    attempt: int
+    outcome: str
+    sent: int
+    failed: int
+    detail: str
+    at: float

@@ -1,0 +1,375 @@
+"""The durable job store: one SQLite database in WAL mode, shared by the adapter, the CLI and the
+pipeline worker (separate processes; SQLite's locking arbitrates).
+
+The API is small on purpose; the pipeline worker needs only::
+
+    store = JobStore(path)
+    job = store.claim_next_ready()              # READY -> RUNNING, atomically; None if none
+    store.record_stage(job.id, "segment", "ok", "3 organs")
+    store.set_state(job.id, JobState.EXPORTING)  # results are in layout.output_dir(job.id)
+    # or: store.set_state(job.id, JobState.FAILED, error="...", phase="pipeline")
+
+Every write is its own transaction with ``synchronous=FULL``: a job row the adapter created is on
+disk before the first instance of that job is acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from appliance.jobs.model import (
+    TRANSITIONS,
+    ExportRecord,
+    InvalidTransition,
+    Job,
+    JobState,
+    StageRecord,
+    UnknownJob,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id               TEXT PRIMARY KEY,
+    state            TEXT NOT NULL,
+    called_ae        TEXT NOT NULL,
+    calling_ae       TEXT NOT NULL,
+    study_uid        TEXT NOT NULL,
+    workflow         TEXT NOT NULL,
+    destinations     TEXT NOT NULL,          -- JSON list of destination names
+    version          INTEGER NOT NULL,
+    instance_count   INTEGER NOT NULL DEFAULT 0,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    last_instance_at REAL,
+    ready_at         REAL,
+    finished_at      REAL,
+    attempt          INTEGER NOT NULL DEFAULT 1,
+    error            TEXT,
+    failed_phase     TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, ready_at);
+CREATE INDEX IF NOT EXISTS jobs_study ON jobs (study_uid);
+CREATE TABLE IF NOT EXISTS stages (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    stage  TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exports (
+    job_id      TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    destination TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    sent        INTEGER NOT NULL,
+    failed      INTEGER NOT NULL,
+    detail      TEXT NOT NULL,
+    at          REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS completion_requests (
+    study_uid    TEXT PRIMARY KEY,
+    requested_at REAL NOT NULL
+);
+"""
+
+_JOB_COLUMNS = (
+    "id, state, called_ae, calling_ae, study_uid, workflow, destinations, version, instance_count, "
+    "created_at, updated_at, last_instance_at, ready_at, finished_at, attempt, error, failed_phase"
+)
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        state=JobState(row[1]),
+        called_ae=row[2],
+        calling_ae=row[3],
+        study_uid=row[4],
+        workflow=row[5],
+        destinations=tuple(json.loads(row[6])),
+        version=row[7],
+        instance_count=row[8],
+        created_at=row[9],
+        updated_at=row[10],
+        last_instance_at=row[11],
+        ready_at=row[12],
+        finished_at=row[13],
+        attempt=row[14],
+        error=row[15],
+        failed_phase=row[16],
+    )
+
+
+class JobStore:
+    """Jobs and what happened to them, in SQLite at ``path`` (created with its folder if missing).
+
+    Thread-safe: one connection guarded by a lock. ``busy_timeout`` (seconds, default 10) is how
+    long a write waits for another process's transaction.
+    """
+
+    def __init__(self, path: Path | str, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN ourselves, so a transaction is exactly what we say.
+        self._db = sqlite3.connect(
+            str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed job row survives power loss, which the ack rule relies on.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection; the store is unusable afterwards."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so read-then-write (claiming) cannot race
+        # another process doing the same.
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """The job ``job_id``; raise :class:`UnknownJob` if there is none."""
+        with self._lock:
+            row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(job_id)
+        return _job(row)
+
+    def list_jobs(self, states: Iterable[JobState] | None = None, study_uid: str | None = None) -> list[Job]:
+        """Jobs, oldest first, optionally only those in ``states`` and/or of ``study_uid``."""
+        where: list[str] = []
+        args: list[Any] = []
+        if states is not None:
+            wanted = [s.value for s in states]
+            where.append(f"state IN ({','.join('?' * len(wanted))})")
+            args.extend(wanted)
+        if study_uid is not None:
+            where.append("study_uid = ?")
+            args.append(study_uid)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
+        return [_job(r) for r in rows]
+
+    def stages(self, job_id: str) -> list[StageRecord]:
+        """Stage results of ``job_id`` in the order they were recorded."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job_id, stage, status, detail, at FROM stages WHERE job_id = ? ORDER BY rowid",
+                (job_id,),
+            ).fetchall()
+        return [StageRecord(*r) for r in rows]
+
+    def exports(self, job_id: str) -> list[ExportRecord]:
+        """Export tries of ``job_id`` in the order they happened."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job_id, destination, attempt, outcome, sent, failed, detail, at "
+                "FROM exports WHERE job_id = ? ORDER BY rowid",
+                (job_id,),
+            ).fetchall()
+        return [ExportRecord(*r) for r in rows]
+
+    # -- the adapter's side ------------------------------------------------------------------
+
+    def create(
+        self,
+        job_id: str,
+        *,
+        called_ae: str,
+        calling_ae: str,
+        study_uid: str,
+        workflow: str,
+        destinations: Iterable[str] = (),
+    ) -> Job:
+        """Record a new job in state ``receiving``; its version follows the (AE, study)'s last."""
+        now = time.time()
+        with self._transaction() as db:
+            (previous,) = db.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM jobs WHERE called_ae = ? AND study_uid = ?",
+                (called_ae, study_uid),
+            ).fetchone()
+            db.execute(
+                "INSERT INTO jobs (id, state, called_ae, calling_ae, study_uid, workflow, destinations,"
+                " version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, JobState.RECEIVING.value, called_ae, calling_ae, study_uid, workflow,
+                 json.dumps(list(destinations)), previous + 1, now, now),
+            )
+        return self.get(job_id)
+
+    def update_progress(self, job_id: str, instance_count: int, last_instance_at: float) -> None:
+        """Refresh a receiving job's instance count and last arrival (UNIX seconds)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET instance_count = ?, last_instance_at = ?, updated_at = ? WHERE id = ?",
+                (instance_count, last_instance_at, time.time(), job_id),
+            )
+
+    def mark_ready(self, job_id: str, instance_count: int) -> Job:
+        """``receiving -> ready`` with the final instance count."""
+        return self._move(job_id, JobState.READY, instance_count=instance_count, ready_at=time.time())
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job that never stored an instance (only allowed while ``receiving``)."""
+        with self._transaction() as db:
+            cur = db.execute(
+                "DELETE FROM jobs WHERE id = ? AND state = ?",
+                (job_id, JobState.RECEIVING.value),
+            )
+            if cur.rowcount != 1:
+                raise InvalidTransition(f"{job_id}: only a receiving job can be deleted")
+
+    def request_completion(self, study_uid: str) -> int:
+        """Ask the adapter to close the study's receiving groups now; return how many there are.
+
+        The request is kept until the adapter takes it, so it also works while the adapter is down.
+        """
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO completion_requests (study_uid, requested_at) VALUES (?, ?)",
+                (study_uid, time.time()),
+            )
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE study_uid = ? AND state = ?",
+                (study_uid, JobState.RECEIVING.value),
+            ).fetchone()
+        return int(count)
+
+    def take_completion_requests(self) -> list[str]:
+        """Study UIDs asked to complete since the last call (each returned once)."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT study_uid FROM completion_requests").fetchall()
+            db.execute("DELETE FROM completion_requests")
+        return [r[0] for r in rows]
+
+    # -- the pipeline worker's side ----------------------------------------------------------
+
+    def claim_next_ready(self) -> Job | None:
+        """Take the oldest ``ready`` job and move it to ``running``; None when there is none.
+
+        Atomic across processes: two workers never get the same job.
+        """
+        return self._claim(JobState.READY, JobState.RUNNING)
+
+    def record_stage(self, job_id: str, stage: str, status: str, detail: str = "") -> None:
+        """Append a stage result (free text ``status`` such as ``ok``/``failed``) to the job."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO stages (job_id, stage, status, detail, at) VALUES (?, ?, ?, ?, ?)",
+                (job_id, stage, status, detail, time.time()),
+            )
+
+    def set_state(
+        self, job_id: str, state: JobState, *, error: str | None = None, phase: str | None = None
+    ) -> Job:
+        """Move the job to ``state`` if the life cycle allows it (see ``TRANSITIONS``).
+
+        ``error`` and ``phase`` (``pipeline``/``export``) are recorded when moving to ``failed``.
+        """
+        fields: dict[str, Any] = {}
+        if state is JobState.FAILED:
+            fields.update(error=error or "failed", failed_phase=phase or "pipeline")
+        if state in (JobState.DONE, JobState.FAILED):
+            fields["finished_at"] = time.time()
+        return self._move(job_id, state, **fields)
+
+    # -- the exporter's side -----------------------------------------------------------------
+
+    def claim_next_export(self) -> Job | None:
+        """Take the oldest ``exporting`` job and move it to ``sending``; None when there is none."""
+        return self._claim(JobState.EXPORTING, JobState.SENDING)
+
+    def record_export(self, record: ExportRecord) -> None:
+        """Append one export try's outcome."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO exports (job_id, destination, attempt, outcome, sent, failed, detail, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.job_id, record.destination, record.attempt, record.outcome, record.sent,
+                 record.failed, record.detail, record.at),
+            )
+
+    def requeue_interrupted_exports(self) -> list[str]:
+        """``sending -> exporting`` for jobs a crashed exporter left behind; return their IDs."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT id FROM jobs WHERE state = ?", (JobState.SENDING.value,)).fetchall()
+            db.execute(
+                "UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?",
+                (JobState.EXPORTING.value, time.time(), JobState.SENDING.value),
+            )
+        return [r[0] for r in rows]
+
+    # -- operators ---------------------------------------------------------------------------
+
+    def retry(self, job_id: str) -> Job:
+        """Run a failed job again: back to ``exporting`` if only its export failed, else ``ready``."""
+        job = self.get(job_id)
+        if job.state is not JobState.FAILED:
+            raise InvalidTransition(f"{job_id}: only a failed job can be retried (it is {job.state.value})")
+        target = JobState.EXPORTING if job.failed_phase == "export" else JobState.READY
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET attempt = attempt + 1, error = NULL, failed_phase = NULL, "
+                "finished_at = NULL WHERE id = ? AND state = ?",
+                (job_id, JobState.FAILED.value),
+            )
+        return self._move(job_id, target, expected=JobState.FAILED)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _claim(self, source: JobState, target: JobState) -> Job | None:
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE state = ? ORDER BY COALESCE(ready_at, created_at), id LIMIT 1",
+                (source.value,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?",
+                (target.value, time.time(), row[0]),
+            )
+        return self.get(row[0])
+
+    def _move(self, job_id: str, target: JobState, expected: JobState | None = None, **fields: Any) -> Job:
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise UnknownJob(job_id)
+            current = JobState(row[0])
+            if (expected is not None and current is not expected) or target not in TRANSITIONS[current]:
+                raise InvalidTransition(f"{job_id}: {current.value} -> {target.value} is not allowed")
+            fields.update(state=target.value, updated_at=time.time())
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*fields.values(), job_id))
+        return self.get(job_id)

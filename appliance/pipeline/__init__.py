@@ -1,0 +1,36 @@
+"""Pipeline stages of a job: reader -> inference -> writer, plus the runner that records them.
+
+Typical use by a job runner::
+
+    context = StageContext(job_dir, workflow)
+    result = run_stages(default_stages(), context, on_record=store.save)
+
+See docs/pipeline.md for the files each stage writes under ``job_dir/payload``.
+"""
+
+from __future__ import annotations
+
+from appliance.pipeline.inference import InferenceStage
+from appliance.pipeline.reader import ReaderStage
+from appliance.pipeline.stage import PipelineResult, Stage, StageContext, StageOutput, StageRecord, run_stages
+from appliance.pipeline.writer import WriterStage
+from appliance.workflows.model import TritonSettings, Workflow
+
+__all__ = [
+    "InferenceStage",
+    "PipelineResult",
+    "ReaderStage",
+    "Stage",
+    "StageContext",
+    "StageOutput",
+    "StageRecord",
+    "WriterStage",
+    "default_stages",
+    "run_stages",
+]
+
+
+def default_stages(workflow: Workflow, triton: TritonSettings | None = None) -> list[Stage]:
+    """The stages ``workflow`` lists, in its order; ``triton`` overrides the workflow's server."""
+    known: dict[str, Stage] = {"reader": ReaderStage(), "inference": InferenceStage(triton), "writer": WriterStage()}
+    return [known[name] for name in workflow.stages]

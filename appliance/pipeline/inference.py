@@ -1,0 +1,120 @@
+"""Inference stage: preprocess to the model grid, run the model on Triton, labels back on the image grid.
+
+Files written under ``payload/inference/``: ``labels.mha`` (uint8 class indices on the
+image grid, compressed MetaImage) and ``inference.json`` (timings in seconds, grids).
+"""
+
+# SimpleITK ships py.typed but its SWIG bindings have no annotations: allow calling them.
+# mypy: disable-error-code="no-untyped-call"
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import SimpleITK as sitk
+
+from appliance.pipeline.errors import ShapeMismatchError
+from appliance.pipeline.resample import model_grid, probabilities_to_labels, to_model_grid
+from appliance.pipeline.stage import Stage, StageContext, StageOutput
+from appliance.pipeline.triton_client import ModelClient
+from appliance.pipeline.volume_io import read_image
+from appliance.workflows.model import InferenceSettings, ModelSpec, TritonSettings
+
+LABELS_FILE = "labels.mha"
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Class indices (uint8, z, y, x) on the image grid, with how long each step took (s)."""
+
+    labels: sitk.Image
+    timings: dict[str, float]
+    model_grid_size: tuple[int, int, int]
+    """(x, y, z) voxels sent to the model."""
+    shared_memory: bool
+
+
+def segment(image: sitk.Image, model: ModelSpec, settings: InferenceSettings) -> Segmentation:
+    """Segment a HU ``image`` with ``model`` on the server in ``settings.triton``.
+
+    Raises:
+        ServerUnavailableError, ModelNotFoundError, ModelNotReadyError, ShapeMismatchError,
+        InferenceError: see :class:`~appliance.pipeline.triton_client.ModelClient`.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with ModelClient(settings.triton, model) as client:
+        info = client.check()
+        timings["check_s"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        reference = model_grid(image, settings.spacing_mm, settings.size)
+        array = to_model_grid(image, reference, settings.clip_hu)
+        timings["preprocess_s"] = time.perf_counter() - t
+        _check_fixed_dims(info.input_shape, array, model)
+        t = time.perf_counter()
+        probabilities = client.infer(array)
+        shared = client.use_shared_memory(array.nbytes + probabilities.nbytes)
+        timings["infer_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    labels = probabilities_to_labels(probabilities, reference, image)
+    timings["postprocess_s"] = time.perf_counter() - t
+    out = sitk.GetImageFromArray(labels)
+    out.CopyInformation(image)
+    size = reference.GetSize()
+    return Segmentation(out, timings, (int(size[0]), int(size[1]), int(size[2])), shared)
+
+
+def _check_fixed_dims(shape: tuple[int, ...], array: npt.NDArray[np.float32], model: ModelSpec) -> None:
+    # A model with fixed input dims needs the workflow's "size" to produce exactly those.
+    if any(d not in (-1, a) for d, a in zip(shape, array.shape, strict=True)):
+        raise ShapeMismatchError(f"model {model.name!r} takes input {list(shape)} (z, y, x) but preprocessing "
+                                 f"produced {list(array.shape)}; set the workflow's size to "
+                                 f"[{shape[2]}, {shape[1]}, {shape[0]}] (x, y, z)")
+
+
+def run_inference(volume: Path, model: ModelSpec, settings: InferenceSettings, out_dir: Path) -> Path:
+    """Segment the volume file ``volume`` and write ``out_dir/labels.mha``; returns its path."""
+    seg = segment(read_image(volume), model, settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LABELS_FILE
+    t = time.perf_counter()
+    sitk.WriteImage(seg.labels, str(path), useCompression=True)
+    seg.timings["write_s"] = time.perf_counter() - t
+    (out_dir / "inference.json").write_text(json.dumps({
+        "model": model.name,
+        "triton_url": settings.triton.url,
+        "protocol": settings.triton.protocol,
+        "shared_memory": seg.shared_memory,
+        "model_grid_size_xyz": list(seg.model_grid_size),
+        "timings_s": {k: round(v, 4) for k, v in seg.timings.items()},
+    }, indent=2) + "\n")
+    return path
+
+
+class InferenceStage(Stage):
+    """Runs :func:`run_inference` on the reader's volume.
+
+    Args:
+        triton: server settings overriding the workflow's (e.g. from the appliance config).
+
+    Artifacts: ``labels``.
+    """
+
+    name = "inference"
+
+    def __init__(self, triton: TritonSettings | None = None) -> None:
+        self.triton = triton
+
+    def run(self, context: StageContext) -> StageOutput:
+        settings = context.workflow.inference
+        if self.triton is not None:
+            settings = dataclasses.replace(settings, triton=self.triton)
+        volume = context.artifact("volume", "reader")
+        labels = run_inference(volume, context.workflow.model, settings, context.stage_dir(self.name))
+        return StageOutput({"labels": labels})

@@ -1,0 +1,88 @@
+"""Reader stage: choose the series, build the HU volume, write it as MHD and NIfTI.
+
+Files written under ``payload/reader/``:
+
+* ``volume.mhd`` + ``volume.raw`` and/or ``volume.nii.gz``: int16 HU with geometry;
+* ``series.json``: the chosen series, its files in volume order and the geometry report,
+  which the writer stage needs to reference the source images.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+
+from appliance.pipeline.errors import GeometryError
+from appliance.pipeline.geometry import SeriesVolume, build_volume
+from appliance.pipeline.series import scan_series, select_series
+from appliance.pipeline.stage import Stage, StageContext, StageOutput
+from appliance.pipeline.volume_io import to_int16, write_image
+from appliance.workflows.model import ReaderSettings, VolumeFormat
+
+MANIFEST = "series.json"
+
+
+@dataclass(frozen=True)
+class ReaderResult:
+    """The volume in memory plus the files written for it."""
+
+    volume: SeriesVolume
+    series_uid: str
+    volume_files: dict[VolumeFormat, Path]
+    manifest: Path
+
+
+def read_series(input_dir: Path, settings: ReaderSettings, out_dir: Path) -> ReaderResult:
+    """Select the series in ``input_dir`` per ``settings``, build its volume and write it to ``out_dir``.
+
+    Raises:
+        SeriesSelectionError: no series matches.
+        CorruptSeriesError: the chosen series cannot be read or is inconsistent.
+        GeometryError: gaps, uneven spacing or tilt while ``settings.geometry`` is ``"error"``.
+    """
+    candidate = select_series(scan_series(input_dir), settings.series, where=str(input_dir))
+    volume = build_volume(candidate.files)
+    if volume.report.warnings and settings.geometry == "error":
+        raise GeometryError(f"series {candidate.uid}: " + "; ".join(volume.report.warnings))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image = to_int16(volume.image)
+    files = {fmt: write_image(image, out_dir / "volume", fmt) for fmt in settings.formats}
+    first = pydicom.dcmread(volume.files[0], stop_before_pixels=True)
+    manifest = out_dir / MANIFEST
+    manifest.write_text(json.dumps({
+        "series_instance_uid": candidate.uid,
+        "study_instance_uid": str(first.get("StudyInstanceUID", "")),
+        "frame_of_reference_uid": str(first.get("FrameOfReferenceUID", "")),
+        "files": [str(p) for p in volume.files],
+        "sop_instance_uids": list(volume.sop_instance_uids),
+        "geometry": volume.report.as_dict(),
+        "volume_files": {fmt: str(p) for fmt, p in files.items()},
+    }, indent=2) + "\n")
+    return ReaderResult(volume, candidate.uid, files, manifest)
+
+
+def load_manifest(path: Path) -> dict[str, object]:
+    """The ``series.json`` written by :func:`read_series`."""
+    data: dict[str, object] = json.loads(path.read_text())
+    return data
+
+
+class ReaderStage(Stage):
+    """Runs :func:`read_series` on the job's input with the workflow's reader settings.
+
+    Artifacts: ``volume`` (MHD if written, else NIfTI), ``volume_mhd``, ``volume_nifti``
+    (those written) and ``series_manifest``. Notes: the geometry warnings.
+    """
+
+    name = "reader"
+
+    def run(self, context: StageContext) -> StageOutput:
+        assert context.input_dir is not None
+        result = read_series(context.input_dir, context.workflow.reader, context.stage_dir(self.name))
+        artifacts = {f"volume_{fmt}": path for fmt, path in result.volume_files.items()}
+        artifacts["volume"] = result.volume_files.get("mhd") or result.volume_files["nifti"]
+        artifacts["series_manifest"] = result.manifest
+        return StageOutput(artifacts, result.volume.report.warnings)

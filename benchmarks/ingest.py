@@ -1,0 +1,200 @@
+"""Ingest benchmark: one generated CT series sent by dcmtk ``storescu`` to four receivers.
+
+Receivers: dcmtk ``storescp``, Orthanc, a stock pynetdicom SCP (writes ``encoded_dataset()``,
+no fsync, TCP_NODELAY on its accepted sockets) and the appliance's adapter (durable writes:
+fdatasync + rename + directory fsync before each acknowledgement). All peers run with
+``TCP_NODELAY=1``. Each receiver gets ``--repeat`` runs; the median is reported, in
+instances/s and MB/s (1 MB = 10^6 bytes of file data), with the adapter's ratio to dcmtk.
+
+    .venv/bin/python benchmarks/ingest.py --slices 200 --repeat 3
+
+Not a test: numbers depend on the disk and on what else runs. Needs dcmtk; skips Orthanc if absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "adapter"))
+from ctseries import write_series  # noqa: E402
+
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+APPLIANCE = Path(sys.executable).with_name("appliance")
+
+_STOCK_SCP = """
+import os, socket, sys
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom.transport import ThreadedAssociationServer
+out, port = sys.argv[1], int(sys.argv[2])
+class Server(ThreadedAssociationServer):
+    def get_request(self):
+        sock, addr = super().get_request()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, addr
+def store(event):
+    with open(os.path.join(out, event.request.AffectedSOPInstanceUID), "wb") as f:
+        f.write(event.encoded_dataset())
+    return 0
+ae = AE()
+for cx in StoragePresentationContexts:
+    ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+ae.make_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, store)], server_class=Server).serve_forever()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port} after {timeout} s")
+
+
+@contextmanager
+def process(cmd: list[str], port: int, log: Path) -> Iterator[None]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ENV)
+        try:
+            wait_port(port)
+            yield
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def send(port: int, called: str, files: list[Path]) -> float:
+    """Seconds storescu takes to send ``files`` over one association."""
+    start = time.perf_counter()
+    done = subprocess.run(["storescu", "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port),
+                           *map(str, files)], capture_output=True, text=True, env=ENV, timeout=600)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"storescu to {called}@{port} failed: {done.stderr[-500:]}")
+    return elapsed
+
+
+def measure(name: str, run: Callable[[], float], repeat: int) -> float:
+    times = [run() for _ in range(repeat)]
+    median = statistics.median(times)
+    print(f"  {name:<24} runs: {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
+    return median
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slices", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where received data goes (default: a temporary folder; same disk matters)")
+    args = parser.parse_args()
+    if shutil.which("storescu") is None or shutil.which("storescp") is None:
+        print("dcmtk (storescu, storescp) is required", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="ingest-", dir=args.workdir))
+    try:
+        series = write_series(work / "series", args.slices)
+        files = list(series.files)
+        total_bytes = sum(p.stat().st_size for p in files)
+        print(f"{len(files)} slices 512x512 int16, {total_bytes / 1e6:.1f} MB, {args.repeat} run(s) each")
+        results: dict[str, float] = {}
+
+        port = free_port()
+        out = work / "dcmtk"
+        out.mkdir()
+        with process(["storescp", "-od", str(out), "-aet", "STORESCP", str(port)], port, work / "dcmtk.log"):
+            results["dcmtk storescp"] = measure("dcmtk storescp", lambda: send(port, "STORESCP", files),
+                                                args.repeat)
+
+        orthanc = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
+        if orthanc:
+            port, http = free_port(), free_port()
+            cfg = work / "orthanc"
+            cfg.mkdir()
+            (cfg / "orthanc.json").write_text(json.dumps({
+                "DicomAet": "ORTHANC", "DicomPort": port, "HttpPort": http, "RemoteAccessAllowed": False,
+                "AuthenticationEnabled": False, "StorageDirectory": str(cfg / "db"),
+                "IndexDirectory": str(cfg / "db"), "Plugins": []}))
+
+            def to_orthanc() -> float:
+                elapsed = send(port, "ORTHANC", files)
+                # Delete between runs so each run stores, rather than overwrites.
+                req = urllib.request.Request(f"http://127.0.0.1:{http}/studies", method="GET")
+                with urllib.request.urlopen(req) as r:
+                    for study in json.loads(r.read()):
+                        urllib.request.urlopen(urllib.request.Request(
+                            f"http://127.0.0.1:{http}/studies/{study}", method="DELETE")).close()
+                return elapsed
+
+            with process([orthanc, str(cfg)], port, work / "orthanc.log"):
+                results["Orthanc"] = measure("Orthanc", to_orthanc, args.repeat)
+        else:
+            print("  Orthanc not installed: skipped")
+
+        port = free_port()
+        out = work / "pynetdicom"
+        out.mkdir()
+        script = work / "stock_scp.py"
+        script.write_text(_STOCK_SCP)
+        with process([sys.executable, str(script), str(out), str(port)], port, work / "pynetdicom.log"):
+            results["pynetdicom (stock)"] = measure("pynetdicom (stock)", lambda: send(port, "ANY", files),
+                                                    args.repeat)
+
+        port = free_port()
+        config = {
+            "dicom": {"scp": {"port": port, "bind-address": "127.0.0.1", "max-associations": 4,
+                              "ae-titles": [{"ae-title": "OrganSeg"}]}},
+            "storage": {"root": str(work / "adapter")},
+            "completion": {"quiet-seconds": 0.5},
+        }
+        (work / "adapter.yaml").write_text(yaml.safe_dump(config))
+        with process([str(APPLIANCE), "adapter", "--config", str(work / "adapter.yaml"), "--log-level", "WARNING"],
+                     port, work / "adapter.log"):
+            results["adapter (durable)"] = measure("adapter (durable)", lambda: send(port, "OrganSeg", files),
+                                                   args.repeat)
+
+        print()
+        print(f"{'receiver':<24} {'median s':>9} {'inst/s':>8} {'MB/s':>8}")
+        for name, seconds in results.items():
+            print(f"{name:<24} {seconds:>9.3f} {len(files) / seconds:>8.1f} {total_bytes / 1e6 / seconds:>8.1f}")
+        ratio = results["dcmtk storescp"] / results["adapter (durable)"]
+        print(f"\nadapter rate / dcmtk rate: {ratio:.2f} (target >= 0.50)")
+        if "Orthanc" in results:
+            print(f"adapter rate / Orthanc rate: {results['Orthanc'] / results['adapter (durable)']:.2f} "
+                  "(target > 1)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
