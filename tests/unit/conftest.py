@@ -36,3 +36,23 @@ def gpu_facts(nvidia_utils: ModuleType) -> ModuleType:
 @pytest.fixture(scope="session")
 def secure_boot() -> ModuleType:
     return load(REPO / "plugins/modules/secure_boot_facts.py", "secure_boot_facts")
+
+
+@pytest.fixture(scope="session")
+def headroom() -> ModuleType:
+    return load(REPO / "plugins/module_utils/headroom.py", "ansible.module_utils.headroom")
+
+
+@pytest.fixture(scope="session")
+def json_merge() -> ModuleType:
+    return load(REPO / "plugins/module_utils/json_merge.py", "ansible.module_utils.json_merge")
+
+
+@pytest.fixture(scope="session")
+def filesystem() -> ModuleType:
+    return load(REPO / "plugins/module_utils/filesystem.py", "ansible.module_utils.filesystem")
+
+
+@pytest.fixture(scope="session")
+def containerd_facts() -> ModuleType:
+    return load(REPO / "plugins/modules/containerd_facts.py", "containerd_facts")
