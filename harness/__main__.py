@@ -13,7 +13,7 @@ import argparse
 import shlex
 import sys
 
-from harness import cgroups, engine, images, sandbox
+from harness import cgroups, engine, images, loopdevs, sandbox
 
 
 def _env_lines(host: str) -> list[str]:
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sandbox.down()
         return 0
+    loopdevs.ensure_nodes()
     print("\n".join(_env_lines(engine.ensure().host)))
     return 0
 

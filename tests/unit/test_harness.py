@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from harness import cgroups, engine, images
+from harness import cgroups, engine, images, loopdevs
 
 
 def test_image_keys_are_stable_and_distinct() -> None:
@@ -59,3 +60,11 @@ def test_wrapper_drops_cap_sys_resource_on_exec(tmp_path: Path) -> None:
 def test_wrapper_passes_other_commands_through(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(_wrapper(tmp_path)), "state", "ctr1"], check=True)
     assert (tmp_path / "args").read_text().split() == ["state", "ctr1"]
+
+
+def test_loop_nodes_created(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    (tmp_path / "loop0").touch()  # an existing node is left alone
+    assert loopdevs.ensure_nodes(3, tmp_path) == 2
+    assert (tmp_path / "loop2").is_block_device() and os.major((tmp_path / "loop2").stat().st_rdev) == 7
