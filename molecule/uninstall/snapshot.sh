@@ -5,8 +5,9 @@ set -euo pipefail
 section() { echo "## $1"; }
 section packages;  dpkg-query -W -f '${Package}\n' | sort
 section units;     systemctl list-unit-files --state=enabled --no-legend --plain | awk '{print $1}' | sort
-section etc;       find /etc -xdev \( -type f -o -type l \) ! -path /etc/ld.so.cache -print0 | sort -z \
-                     | xargs -0 -r sha256sum 2>/dev/null | sort -k2
+section etc;       find /etc -xdev -type f ! -path /etc/ld.so.cache -print0 | sort -z | xargs -0 -r sha256sum \
+                     | awk '{print $2, $1}'
+                   find /etc -xdev -type l -printf '%p -> %l\n' | sort
 section holds;     apt-mark showhold | sort
 section users;     getent passwd | cut -d: -f1 | sort
 section groups;    getent group | cut -d: -f1 | sort

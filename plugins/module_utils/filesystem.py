@@ -40,6 +40,8 @@ def describe(path: str) -> dict:  # type: ignore[type-arg]
         "path": path,
         "exists": os.path.lexists(path),
         "existing_ancestor": existing,
+        # Resolved on the host: a controller-side realpath filter would resolve the wrong machine.
+        "real_ancestor": os.path.realpath(existing),
         "device": os.stat(existing).st_dev,
         "mount": mount_point(existing),
         "size_bytes": size,

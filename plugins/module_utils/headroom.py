@@ -71,7 +71,7 @@ def check(fs: dict[str, Any], kinds: list[str], gc_high: float, gc_low: float,
         f"{fs['mount']} (holds {' and '.join(kinds)}): {result['used_gb']} GB used of {result['size_gb']} GB "
         f"= {result['used_percent']}%{load}"
         + ("" if ok else
-           f", at or past {reason} at {result['limit_percent']}%. Fix: move the image store to a larger "
+           f", past the {result['limit_percent']}% limit set by {reason}. Fix: move the image store to a larger "
            f"disk with playbooks/relocate-data-root.yml (-e data_root_target=/mnt/...), or free "
            f"{result['free_needed_gb']} GB on {fs['mount']}")
     )

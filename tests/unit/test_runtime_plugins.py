@@ -66,6 +66,7 @@ def test_containerd_root_is_top_level_only(containerd_facts: ModuleType) -> None
 def test_describe_missing_path_uses_existing_ancestor(filesystem: ModuleType, tmp_path: Path) -> None:
     facts = filesystem.describe(str(tmp_path / "a" / "b"))
     assert facts["exists"] is False and facts["existing_ancestor"] == str(tmp_path)
+    assert facts["real_ancestor"] == os.path.realpath(tmp_path)
     assert facts["device"] == os.stat(tmp_path).st_dev
     assert facts["size_bytes"] >= facts["used_bytes"] and 0 <= facts["used_percent"] <= 100
 
@@ -73,7 +74,9 @@ def test_describe_missing_path_uses_existing_ancestor(filesystem: ModuleType, tm
 def test_describe_reports_symlinks(filesystem: ModuleType, tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    assert filesystem.describe(str(tmp_path / "link" / "docker"))["symlinks"] == [str(tmp_path / "link")]
+    facts = filesystem.describe(str(tmp_path / "link" / "docker"))
+    assert facts["symlinks"] == [str(tmp_path / "link")]
+    assert facts["real_ancestor"] == str((tmp_path / "real").resolve())
 
 
 # --- headroom ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 
 
 def test_preflight_facts_saved(host) -> None:  # type: ignore[no-untyped-def]
-    assert json.loads(host.file("/etc/ansible/facts.d/preflight.fact").content_string)["gpu_count"] == "0"
+    assert json.loads(host.file("/etc/ansible/facts.d/preflight.fact").content_string)["gpu_count"] == 0
 
 
 def test_engine_active_with_nvidia_runtime(host) -> None:  # type: ignore[no-untyped-def]
