@@ -17,7 +17,7 @@ Layout (defaults in brackets)::
         ae-titles:                     # at least one
           - ae-title: OrganSeg         # 1-16 chars, no backslash or control characters
             processors: [...]          # original: accepted, kept, not interpreted
-            workflow: organ-seg        # new [the ae-title] workflow the job runs
+            workflow: OrganSeg         # new [the ae-title] workflow the job runs
             destinations: [MYPACS]     # new [[]] scu destination names for results
         max-associations: 2            # [2] concurrent inbound associations
         max-pdu-bytes: 1048576         # new [1 MiB] largest PDU we receive
@@ -49,6 +49,17 @@ Layout (defaults in brackets)::
       backoff-multiplier: 2            # [2]
       max-backoff-seconds: 60          # [60] cap on one wait
       timeout-seconds: 30              # [30] connect/ACSE/DIMSE timeout of the SCU
+    worker:                            # new: the pipeline worker (appliance worker)
+      workers: 2                       # [2] jobs run at once (threads of one process)
+      max-concurrent-inference: 1      # [1] requests in flight to the model server at once
+      poll-seconds: 0.2                # [0.2] how often the job store is checked for ready jobs
+      workflows-dir: null              # [none] folder of extra workflow YAML files (override shipped ones)
+      triton:
+        http-url: null                 # [the workflow's url] host:port for workflows using HTTP
+        grpc-url: null                 # [the workflow's url] host:port for workflows using gRPC
+      interrupted: resume              # [resume] jobs a crash left running: resume (run again) or fail
+      max-resumes: 2                   # [2] resumes per attempt before the job fails instead
+      shutdown-grace-seconds: 30       # [30] on SIGTERM, how long running stages may finish
 """
 
 from __future__ import annotations
@@ -58,7 +69,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -75,6 +86,7 @@ __all__ = [
     "SourceConfig",
     "StorageConfig",
     "VerificationConfig",
+    "WorkerConfig",
     "load",
     "parse",
 ]
@@ -205,13 +217,36 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class WorkerConfig:
+    """The pipeline worker (``appliance worker``). Times in seconds.
+
+    ``triton_http_url``/``triton_grpc_url`` (``host:port``) replace the Triton URL of every
+    workflow using that protocol; None keeps each workflow's own. ``interrupted`` says what
+    happens at start to jobs a crashed or killed worker left ``running``: ``resume`` runs them
+    again from the first stage (at most ``max_resumes`` times per attempt, then they fail),
+    ``fail`` fails them at once.
+    """
+
+    workers: int = 2
+    max_concurrent_inference: int = 1
+    poll_seconds: float = 0.2
+    workflows_dir: Path | None = None
+    triton_http_url: str | None = None
+    triton_grpc_url: str | None = None
+    interrupted: Literal["resume", "fail"] = "resume"
+    max_resumes: int = 2
+    shutdown_grace_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class AdapterConfig:
-    """Everything the adapter process reads from its configuration file."""
+    """Everything the appliance's processes (adapter, worker, ``jobs`` CLI) read from the file."""
 
     dicom: DicomConfig
     storage: StorageConfig
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,6 +496,48 @@ def _scu(node: _Node) -> ScuConfig:
     )
 
 
+def _url(v: Any) -> str | None:
+    # tritonclient takes host:port without a scheme; a scheme is tolerated and stripped.
+    if not isinstance(v, str):
+        return None
+    hostport = v.strip().split("://", 1)[-1]
+    return hostport if re.fullmatch(r"[A-Za-z0-9._\[\]:-]{1,253}:[0-9]{1,5}", hostport) else None
+
+
+def _choice(*allowed: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return v if v in allowed else None
+
+    return check
+
+
+def _worker(node: _Node) -> WorkerConfig:
+    keys = ("workers", "max-concurrent-inference", "poll-seconds", "workflows-dir", "triton",
+            "interrupted", "max-resumes", "shutdown-grace-seconds")
+    if node.missing or node.value is None or not node.mapping(keys):
+        return WorkerConfig()
+    http_url = grpc_url = None
+    tnode = node.child("triton")
+    if not tnode.missing and tnode.value is not None and tnode.mapping(("http-url", "grpc-url")):
+        http_url = tnode.child("http-url").get("host:port", _url, default=None)
+        grpc_url = tnode.child("grpc-url").get("host:port", _url, default=None)
+    return WorkerConfig(
+        workers=node.child("workers").get("an integer 1-64", _integer(1, 64), default=2),
+        max_concurrent_inference=node.child("max-concurrent-inference").get(
+            "an integer 1-64", _integer(1, 64), default=1),
+        poll_seconds=node.child("poll-seconds").get("a number of seconds 0.01-60", _number(0.01, 60),
+                                                    default=0.2),
+        workflows_dir=node.child("workflows-dir").get("a directory path", _path, default=None),
+        triton_http_url=http_url,
+        triton_grpc_url=grpc_url,
+        interrupted=node.child("interrupted").get("resume or fail", _choice("resume", "fail"),
+                                                  default="resume"),
+        max_resumes=node.child("max-resumes").get("an integer 0-100", _integer(0, 100), default=2),
+        shutdown_grace_seconds=node.child("shutdown-grace-seconds").get(
+            "a number of seconds 0-3600", _number(0, 3600), default=30.0),
+    )
+
+
 def _check_bindings(root: _Node, scp: ScpConfig, scu: ScuConfig) -> None:
     # A destination an AE title names must exist, or results would be silently dropped.
     names = {d.name for d in scu.destinations}
@@ -476,7 +553,7 @@ def parse(raw: Any, source: str = "configuration") -> AdapterConfig:
     """Validate an already-loaded YAML document and build the settings; raise ConfigError."""
     problems: list[str] = []
     root = _Node(raw, "", problems)
-    if not root.mapping(("dicom", "storage", "completion", "export")):
+    if not root.mapping(("dicom", "storage", "completion", "export", "worker")):
         raise ConfigError(problems, source)
 
     dicom = root.child("dicom")
@@ -522,11 +599,13 @@ def parse(raw: Any, source: str = "configuration") -> AdapterConfig:
                 "a number of seconds 0.1-3600", _number(0.1, 3600), default=30.0),
         )
 
+    worker = _worker(root.child("worker"))
+
     if scp is not None:
         _check_bindings(root, scp, scu)
     if problems or scp is None or storage_cfg is None:
         raise ConfigError(problems, source)
-    return AdapterConfig(DicomConfig(scp, scu), storage_cfg, completion, export)
+    return AdapterConfig(DicomConfig(scp, scu), storage_cfg, completion, export, worker)
 
 
 def load(path: Path | str) -> AdapterConfig:

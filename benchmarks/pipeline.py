@@ -1,15 +1,23 @@
-"""Time the pipeline stages on a phantom: ``python benchmarks/pipeline.py [--size 512 --slices 200]``.
+"""End-to-end timing of one study: ``python benchmarks/pipeline.py [--size 512 --slices 200]``.
 
-Starts the local tritonserver (nvidia-pytriton) unless ``--url`` points at a running one,
-writes a phantom, then runs reader -> inference -> writer through the stage runner and
-prints one JSON object: stage durations (s), inference sub-timings, and the SEG's Dice
-against the phantom's ground truth.
+Runs the whole appliance on loopback, as in production but on one machine: dcmtk ``storescu``
+sends a phantom CT study to ``appliance adapter``; after the quiet window the job is ready,
+``appliance worker`` runs reader -> inference (a real tritonserver from nvidia-pytriton) ->
+writer -> export, and the adapter's exporter sends the SEG to Orthanc. Prints each stage's time
+(from the job store), the quiet window, the pure inference time, and the end-to-end time from
+the last instance received to the SEG stored in Orthanc, so that
+
+    orchestration overhead = end-to-end - quiet window - stage compute time
+
+(claiming, bookkeeping, exporter pick-up, the C-STORE to Orthanc) is visible. Numbers, not a test:
+they depend on the machine and what else runs. Needs dcmtk and Orthanc.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,10 +25,31 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from appliance.phantom import PhantomSpec, write_phantom
-from appliance.pipeline import StageContext, default_stages, run_stages
-from appliance.triton_local import LocalTriton
-from appliance.workflows import TritonSettings, shipped_workflows
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from e2e.e2ekit import Orthanc, Stack, free_port, seg_in_orthanc, stack_config, storescu  # noqa: E402
+
+from appliance.jobs import Job, JobState, JobStore  # noqa: E402
+from appliance.phantom import PhantomSpec, write_phantom  # noqa: E402
+from appliance.triton_local import LocalTriton  # noqa: E402
+from appliance.workflows import shipped_workflows  # noqa: E402
+
+
+def _dice(labels_path: Path, truth_path: Path, classes: list[int]) -> dict[int, float]:
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_path)))
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(truth_path)))
+    return {c: round(float(2 * ((labels == c) & (truth == c)).sum() / ((labels == c).sum() + (truth == c).sum())), 4)
+            for c in classes}
+
+
+def _finished(stack: Stack, study_uid: str, timeout: float) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = next((j for j in stack.jobs() if j.study_uid == study_uid), None)
+        if job is not None and job.state in (JobState.DONE, JobState.FAILED):
+            return job
+        time.sleep(0.01)
+    raise SystemExit(f"no finished job after {timeout} s\n{stack.worker.log()[-3000:]}")
 
 
 def main() -> int:
@@ -28,43 +57,77 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512, help="rows/columns (default 512)")
     parser.add_argument("--slices", type=int, default=200, help="slices (default 200)")
     parser.add_argument("--workflow", default="OrganSeg", choices=("OrganSeg", "LiverSeg"))
-    parser.add_argument("--protocol", default="http", choices=("http", "grpc"))
-    parser.add_argument("--shared-memory", default="auto", choices=("auto", "system", "off"))
-    parser.add_argument("--url", help="use this running server instead of starting one")
+    parser.add_argument("--quiet-seconds", type=float, default=1.0, help="completion.quiet-seconds (default 1)")
+    parser.add_argument("--json", action="store_true", help="also print everything as one JSON object")
     args = parser.parse_args()
     workflow = shipped_workflows()[args.workflow]
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        job = Path(tmp) / "job"
-        t0 = time.perf_counter()
-        phantom = write_phantom(job / "input", PhantomSpec(size=args.size, slices=args.slices))
-        phantom_s = time.perf_counter() - t0
-        server = None if args.url else LocalTriton(workdir=Path(tmp) / "triton").start()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        phantom = write_phantom(tmp / "phantom", PhantomSpec(size=args.size, slices=args.slices))
+        pacs = Orthanc(tmp / "orthanc")
+        triton = LocalTriton(workdir=tmp / "triton").start()
+        assert triton.ports is not None
+        config = stack_config(tmp / "stack", free_port(), pacs.dicom_port, triton.ports,
+                              {args.workflow: args.workflow})
+        config["completion"]["quiet-seconds"] = args.quiet_seconds
+        stack = Stack(tmp / "stack", config).start()
         try:
-            url = args.url or (server.http_url if args.protocol == "http" else server.grpc_url)  # type: ignore[union-attr]
-            triton = TritonSettings(url=url, protocol=args.protocol, shared_memory=args.shared_memory)
-            result = run_stages(default_stages(workflow, triton), StageContext(job, workflow))
+            t0 = time.time()
+            sent = storescu(stack.port, phantom.files, args.workflow, timeout=300)
+            send_s = time.time() - t0
+            if sent.returncode != 0:
+                raise SystemExit(f"storescu failed: {sent.stderr}")
+            job = _finished(stack, phantom.study_uid, 600)
+            if job.state is not JobState.DONE:
+                raise SystemExit(f"job failed: {job.error}")
+            with JobStore(stack.database) as store:
+                stages = store.stages(job.id)
+                exports = store.exports(job.id)
+            seg_series = json.loads((stack.adapter.root / job.id / "payload" / "reader" / "series.json").read_text())
+            info = json.loads((stack.adapter.root / job.id / "payload" / "inference" / "inference.json").read_text())
+            orthanc_id = seg_in_orthanc(pacs, _seg_series_uid(stack, job))
+            dice = _dice(stack.adapter.root / job.id / "payload" / "inference" / "labels.mha", phantom.ground_truth,
+                         [label.class_index for label in workflow.labels])
         finally:
-            if server is not None:
-                server.stop()
-        report: dict[str, object] = {
-            "volume": [args.size, args.size, args.slices], "workflow": args.workflow, "protocol": args.protocol,
-            "phantom_s": round(phantom_s, 3),
-            "stages": {r.stage: {"duration_s": round(r.duration_s, 3), "outcome": r.outcome, "error": r.error}
-                       for r in result.records},
-        }
-        info = job / "payload" / "inference" / "inference.json"
-        if info.is_file():
-            report["inference"] = json.loads(info.read_text())
-        if result.succeeded:
-            truth = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom.ground_truth)))
-            labels = sitk.GetArrayFromImage(sitk.ReadImage(str(result.artifacts["labels"])))
-            report["dice"] = {label.name: round(float(2 * ((labels == label.class_index) & (truth == label.class_index))
-                                                      .sum() / ((labels == label.class_index).sum()
-                                                                + (truth == label.class_index).sum())), 4)
-                              for label in workflow.labels}
-            report["seg_bytes"] = result.artifacts["seg"].stat().st_size
-        print(json.dumps(report, indent=2))
-    return 0 if result.succeeded else 1
+            stack.kill()
+            triton.stop()
+            pacs.stop()
+    assert job.last_instance_at is not None and job.ready_at is not None
+    stored_at = max(e.at for e in exports if e.outcome == "sent")
+    first_start = min(s.started_at or 0 for s in stages)
+    last_end = max(s.ended_at or 0 for s in stages)
+    compute = sum(s.duration_s or 0 for s in stages)
+    inference_stage = next(s.duration_s or 0 for s in stages if s.stage == "inference")
+    end_to_end = stored_at - job.last_instance_at
+    quiet = job.ready_at - job.last_instance_at
+    numbers = {
+        "volume": f"{args.size}x{args.size}x{args.slices} ({len(seg_series['files'])} instances), {args.workflow}",
+        "storescu send (s)": send_s,
+        **{f"stage {s.stage} (s)": s.duration_s or 0 for s in stages},
+        "  inference: model call on Triton (s)": info["timings_s"]["infer_s"],
+        "  inference: pre/post-processing (s)": info["timings_s"]["preprocess_s"] + info["timings_s"]["postprocess_s"],
+        "quiet window, configured (s)": args.quiet_seconds,
+        "quiet window, measured: last instance -> ready (s)": quiet,
+        "ready -> first stage started (s)": first_start - job.ready_at,
+        "last stage ended -> SEG stored in Orthanc (s)": stored_at - last_end,
+        "END-TO-END: last instance received -> SEG stored in Orthanc (s)": end_to_end,
+        "end-to-end - quiet - inference stage (s)": end_to_end - quiet - inference_stage,
+        "ORCHESTRATION OVERHEAD: end-to-end - quiet - all stage compute (s)": end_to_end - quiet - compute,
+    }
+    width = max(map(len, numbers))
+    for key, value in numbers.items():
+        print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print(f"{'Dice vs phantom truth':<{width}}  {dice}   (Orthanc instance {orthanc_id})")
+    if args.json:
+        print(json.dumps({**numbers, "dice": dice, "inference": info}, indent=2))
+    return 0
+
+
+def _seg_series_uid(stack: Stack, job: Job) -> str:
+    import pydicom
+
+    seg = pydicom.dcmread(stack.adapter.root / job.id / "output" / "seg.dcm", stop_before_pixels=True)
+    return str(seg.SeriesInstanceUID)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Modules, one job each: :mod:`~appliance.adapter.scp` (association policy, C-STORE/C-ECHO),
 :mod:`~appliance.adapter.transport` (socket tuning of pynetdicom), :mod:`~appliance.adapter.durable`
 (atomic, fsynced writes), :mod:`~appliance.adapter.identify` (StudyInstanceUID from raw bytes),
-:mod:`~appliance.adapter.grouping` (groups -> jobs), :mod:`~appliance.adapter.systemd` (sd_notify),
-:mod:`~appliance.adapter.service` (the process).
+:mod:`~appliance.adapter.grouping` (groups -> jobs), :mod:`~appliance.adapter.wire` (hand-encoded file
+meta and C-STORE-RSP), :mod:`~appliance.adapter.service` (the process;
+systemd notifications come from :mod:`appliance.systemd`, shared with the worker).
 """
 
 from appliance.adapter.service import Adapter

@@ -23,9 +23,6 @@ import threading
 from io import BytesIO
 from typing import Any, cast
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
@@ -34,10 +31,11 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from appliance import __version__
+from appliance.adapter import wire
 from appliance.adapter.durable import write_durably
 from appliance.adapter.grouping import INSTANCE_SUFFIX, Grouper
 from appliance.adapter.identify import NotIdentifiable, Unparseable, identify, is_uid
-from appliance.adapter.transport import RequestHandler
+from appliance.adapter.transport import RequestHandler, cheap_context_copies
 from appliance.config import ScpConfig
 
 LOG = logging.getLogger(__name__)
@@ -59,18 +57,8 @@ _REJECT_NO_REASON = (0x01, 0x01, 0x01)
 
 def _file_header(sop_class: str, sop_instance: str, transfer_syntax: str, calling_ae: str) -> bytes:
     """Preamble, ``DICM`` and the File Meta Information group for one received instance."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-    meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    meta.SourceApplicationEntityTitle = calling_ae
-    fp = DicomBytesIO()
-    fp.is_little_endian = True
-    fp.is_implicit_VR = False
-    write_file_meta_info(fp, meta, enforce_standard=True)
-    return b"\0" * 128 + b"DICM" + fp.getvalue()
+    return wire.file_header(sop_class, sop_instance, transfer_syntax, IMPLEMENTATION_CLASS_UID,
+                            IMPLEMENTATION_VERSION_NAME, calling_ae)
 
 
 class StorageSCP:
@@ -124,6 +112,7 @@ class StorageSCP:
             evt_handlers=handlers,
             request_handler=RequestHandler,
         )
+        cheap_context_copies(self._server)
         # So AE.shutdown() also stops this server, as for servers AE.start_server makes.
         self._ae._servers.append(self._server)
         self._thread = threading.Thread(target=self._server.serve_forever, name="scp-accept", daemon=True)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
-import time
-from types import FrameType
 
-from appliance.adapter import systemd
+from appliance import systemd
 from appliance.adapter.durable import make_dirs
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.scp import StorageSCP
@@ -50,14 +47,11 @@ class Adapter:
         self.scp.start()
         self.exporter.start()
         systemd.notify(f"READY=1\nSTATUS=listening on port {self.scp.port}")
-        watchdog = systemd.watchdog_interval()
-        next_ping = time.monotonic()
+        watchdog = systemd.Watchdog()
         try:
             while not self._stop.wait(self.tick_seconds):
                 self.grouper.tick()
-                if watchdog is not None and time.monotonic() >= next_ping:
-                    systemd.notify("WATCHDOG=1")
-                    next_ping = time.monotonic() + watchdog
+                watchdog.tick()
         finally:
             systemd.notify("STOPPING=1")
             LOG.info("stopping")
@@ -68,14 +62,3 @@ class Adapter:
             self.store.close()
             LOG.info("stopped")
         return 0
-
-
-def install_signal_handlers(adapter: Adapter) -> None:
-    """SIGTERM (systemd stop) and SIGINT end :meth:`Adapter.run` cleanly."""
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        LOG.info("received %s", signal.Signals(signum).name)
-        adapter.request_stop()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from appliance import __version__
-from appliance.cli import adapter, info, jobs, phantom, workflows
+from appliance.cli import adapter, info, jobs, phantom, worker, workflows
 
 # One line per sub-command module; each adds its parser(s) and sets ``func``.
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
@@ -20,6 +20,7 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]],
     jobs.register,
     phantom.register,
     workflows.register,
+    worker.register,
 )
 
 

@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from appliance.cli import logs
 from appliance.config import ConfigError, load
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Logs go to stdout, one line per event, for journald; timestamps come from journald,
-    # but keep ours for runs outside systemd.
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # pynetdicom logs every PDU at INFO; the adapter logs what matters itself.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logs.configure(args.log_level)
     try:
         config = load(args.config)
     except ConfigError as exc:
         print(f"appliance adapter: {exc}", file=sys.stderr)
         return 2
-    from appliance.adapter.service import Adapter, install_signal_handlers
+    from appliance.adapter.service import Adapter
+    from appliance.systemd import on_stop_signals
 
     adapter = Adapter(config)
-    install_signal_handlers(adapter)
+    on_stop_signals(adapter.request_stop)
     return adapter.run()
 
 
@@ -45,6 +38,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``adapter`` sub-command (``--check`` only validates the configuration)."""
     p = sub.add_parser("adapter", help="run the DICOM adapter in the foreground")
     p.add_argument("--config", required=True, help="YAML configuration file")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--log-level", default="INFO", choices=logs.LEVELS)
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
     p.set_defaults(func=lambda a: _check(a) if a.check else _run(a))

@@ -49,7 +49,8 @@ def _show(args: argparse.Namespace) -> int:
         stages = store.stages(job.id)
         exports = store.exports(job.id)
     data = _as_dict(job)
-    data["stages"] = [{**dataclasses.asdict(s), "at": _iso(s.at)} for s in stages]
+    data["stages"] = [{**dataclasses.asdict(s), "at": _iso(s.at), "started_at": _iso(s.started_at),
+                       "ended_at": _iso(s.ended_at)} for s in stages]
     data["exports"] = [{**dataclasses.asdict(e), "at": _iso(e.at)} for e in exports]
     if args.json:
         print(json.dumps(data, indent=2))
@@ -59,7 +60,9 @@ def _show(args: argparse.Namespace) -> int:
             continue
         print(f"{key:>17}: {value}")
     for s in stages:
-        print(f"{'stage':>17}: {s.stage} {s.status} {s.detail} ({_iso(s.at)})")
+        took = f" {s.duration_s:.2f} s" if s.duration_s is not None else ""
+        attempt = f"attempt {s.attempt}, " if s.attempt is not None else ""
+        print(f"{'stage':>17}: {s.stage} {s.status}{took} {s.detail} ({attempt}{_iso(s.at)})")
     for e in exports:
         print(f"{'export':>17}: {e.destination} try {e.attempt} {e.outcome} sent={e.sent} "
               f"failed={e.failed} {e.detail} ({_iso(e.at)})")
@@ -68,8 +71,9 @@ def _show(args: argparse.Namespace) -> int:
 
 def _retry(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        job = store.retry(args.job_id)
-    print(f"{job.id}: {job.state.value} (attempt {job.attempt})")
+        job = store.retry(args.job_id, pipeline=args.pipeline)
+    who = "the worker runs every stage again" if job.state is JobState.READY else "the exporter sends again"
+    print(f"{job.id}: {job.state.value} (attempt {job.attempt}): {who}")
     return 0
 
 
@@ -114,6 +118,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.set_defaults(func=_guarded(_show))
     a = actions.add_parser("retry", help="run a failed job again (or only its export)")
     a.add_argument("job_id", metavar="ID")
+    a.add_argument("--pipeline", action="store_true",
+                   help="run the pipeline again even if only the export failed")
     a.set_defaults(func=_guarded(_retry))
     a = actions.add_parser("complete", help="mark a study complete now (ends its quiet window)")
     a.add_argument("study_uid", metavar="STUDY_UID")

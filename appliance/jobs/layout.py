@@ -1,4 +1,11 @@
-"""Where a job's files are: ``<root>/<job id>/input`` (received) and ``.../output`` (results)."""
+"""Where a job's files are. One layout, used by the adapter, the worker and the exporter::
+
+    <storage.root>/<job id>/            the job's payload folder; its name is the job ID
+        input/<SOPInstanceUID>.dcm      received instances, exactly as they arrived (adapter)
+        payload/<stage>/...             each pipeline stage's files: reader/, inference/, writer/
+        output/seg.dcm                  what leaves the appliance: the exporter sends every
+                                        non-hidden file here (put there by the worker's export stage)
+"""
 
 from __future__ import annotations
 
@@ -25,6 +32,10 @@ class PayloadLayout:
     def input_dir(self, job_id: str) -> Path:
         """Received instances, one ``<SOPInstanceUID>.dcm`` each, exactly as they arrived."""
         return self.job_dir(job_id) / "input"
+
+    def payload_dir(self, job_id: str) -> Path:
+        """Working files of the pipeline, one sub-folder per stage; rebuilt at each run of the job."""
+        return self.job_dir(job_id) / "payload"
 
     def output_dir(self, job_id: str) -> Path:
         """Results the pipeline writes; the exporter sends every file in it."""

@@ -63,17 +63,28 @@ class Job:
     attempt: int  #: 1, +1 for each ``jobs retry``
     error: str | None
     failed_phase: str | None  #: "pipeline" or "export" when state is failed
+    resumes: int = 0  #: times this attempt was resumed after a worker crash or kill
 
 
 @dataclass(frozen=True)
 class StageRecord:
-    """A pipeline stage's result, as reported by the pipeline worker."""
+    """A pipeline stage's result, as reported by the pipeline worker.
+
+    ``status`` is ``running`` while the stage runs, then ``succeeded``/``failed``, or
+    ``interrupted`` when a worker crash or restart cut it short. ``at`` is when the record was
+    last written; ``started_at``/``ended_at`` (UNIX seconds) and ``duration_s`` (seconds) are
+    set by the worker (None in records written without them); ``attempt`` is the job's attempt.
+    """
 
     job_id: str
     stage: str
     status: str
     detail: str
     at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    duration_s: float | None = None
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)

@@ -79,10 +79,22 @@ CREATE TABLE IF NOT EXISTS completion_requests (
 );
 """
 
+# Columns added after the first release, as (table, column, declaration). Applied with ALTER
+# TABLE when missing, so databases of earlier versions open unchanged; new columns are
+# nullable or have a default, which keeps rows written by older code valid.
+_ADDED_COLUMNS = (
+    ("jobs", "resumes", "INTEGER NOT NULL DEFAULT 0"),
+    ("stages", "started_at", "REAL"),
+    ("stages", "ended_at", "REAL"),
+    ("stages", "duration_s", "REAL"),
+    ("stages", "attempt", "INTEGER"),
+)
+
 _JOB_COLUMNS = (
     "id, state, called_ae, calling_ae, study_uid, workflow, destinations, version, instance_count, "
-    "created_at, updated_at, last_instance_at, ready_at, finished_at, attempt, error, failed_phase"
+    "created_at, updated_at, last_instance_at, ready_at, finished_at, attempt, error, failed_phase, resumes"
 )
+_STAGE_COLUMNS = "job_id, stage, status, detail, at, started_at, ended_at, duration_s, attempt"
 
 
 def _job(row: tuple[Any, ...]) -> Job:
@@ -104,6 +116,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         attempt=row[14],
         error=row[15],
         failed_phase=row[16],
+        resumes=row[17],
     )
 
 
@@ -128,6 +141,16 @@ class JobStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        # Inside one IMMEDIATE transaction, so two processes opening an old database at once
+        # cannot both try to add the same column.
+        with self._transaction() as db:
+            for table, column, declaration in _ADDED_COLUMNS:
+                present = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         """Close the connection; the store is unusable afterwards."""
@@ -185,8 +208,7 @@ class JobStore:
         """Stage results of ``job_id`` in the order they were recorded."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT job_id, stage, status, detail, at FROM stages WHERE job_id = ? ORDER BY rowid",
-                (job_id,),
+                f"SELECT {_STAGE_COLUMNS} FROM stages WHERE job_id = ? ORDER BY rowid", (job_id,)
             ).fetchall()
         return [StageRecord(*r) for r in rows]
 
@@ -289,6 +311,64 @@ class JobStore:
                 (job_id, stage, status, detail, time.time()),
             )
 
+    def start_stage(self, job_id: str, stage: str, attempt: int, started_at: float) -> int:
+        """Record that ``stage`` started (status ``running``); return the record's ID for
+        :meth:`finish_stage`. A record still ``running`` after a crash is marked ``interrupted``
+        by :meth:`recover_running`."""
+        with self._transaction() as db:
+            cur = db.execute(
+                "INSERT INTO stages (job_id, stage, status, detail, at, started_at, attempt)"
+                " VALUES (?, ?, 'running', '', ?, ?, ?)",
+                (job_id, stage, time.time(), started_at, attempt),
+            )
+        return int(cur.lastrowid or 0)
+
+    def finish_stage(self, record_id: int, status: str, detail: str, ended_at: float, duration_s: float) -> None:
+        """Complete a record made by :meth:`start_stage` (``ended_at`` UNIX s, ``duration_s`` s)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE stages SET status = ?, detail = ?, at = ?, ended_at = ?, duration_s = ? WHERE rowid = ?",
+                (status, detail, time.time(), ended_at, duration_s, record_id),
+            )
+
+    def recover_running(self, resume: bool, max_resumes: int) -> list[Job]:
+        """Settle jobs a dead worker left ``running``; return them in their new state.
+
+        Their ``running`` stage records become ``interrupted``. With ``resume`` a job goes back
+        to ``ready`` (``resumes`` + 1) unless it was already resumed ``max_resumes`` times in this
+        attempt; otherwise it fails with phase ``pipeline`` and a reason saying why.
+        Only the one worker process that holds the worker lock may call this.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, resumes FROM jobs WHERE state = ?", (JobState.RUNNING.value,)).fetchall()
+            for job_id, resumes in rows:
+                cut = db.execute(
+                    "SELECT stage FROM stages WHERE job_id = ? AND status = 'running' ORDER BY rowid DESC LIMIT 1",
+                    (job_id,),
+                ).fetchone()
+                where = f"in stage {cut[0]}" if cut else "between stages"
+                db.execute(
+                    "UPDATE stages SET status = 'interrupted', detail = 'worker crashed or was killed', at = ?"
+                    " WHERE job_id = ? AND status = 'running'",
+                    (now, job_id),
+                )
+                if resume and resumes < max_resumes:
+                    db.execute(
+                        "UPDATE jobs SET state = ?, resumes = resumes + 1, updated_at = ? WHERE id = ?",
+                        (JobState.READY.value, now, job_id),
+                    )
+                else:
+                    why = (f"resumed {resumes} time(s) already (worker.max-resumes)" if resume
+                           else "worker.interrupted is 'fail'")
+                    db.execute(
+                        "UPDATE jobs SET state = ?, error = ?, failed_phase = 'pipeline', finished_at = ?,"
+                        " updated_at = ? WHERE id = ?",
+                        (JobState.FAILED.value, f"interrupted {where} by a worker crash or restart; "
+                         f"not resumed: {why}", now, now, job_id),
+                    )
+        return [self.get(r[0]) for r in rows]
+
     def set_state(
         self, job_id: str, state: JobState, *, error: str | None = None, phase: str | None = None
     ) -> Job:
@@ -331,15 +411,16 @@ class JobStore:
 
     # -- operators ---------------------------------------------------------------------------
 
-    def retry(self, job_id: str) -> Job:
-        """Run a failed job again: back to ``exporting`` if only its export failed, else ``ready``."""
+    def retry(self, job_id: str, pipeline: bool = False) -> Job:
+        """Run a failed job again as a new attempt: back to ``exporting`` if only its export
+        failed (unless ``pipeline``), else ``ready`` so the worker runs every stage again."""
         job = self.get(job_id)
         if job.state is not JobState.FAILED:
             raise InvalidTransition(f"{job_id}: only a failed job can be retried (it is {job.state.value})")
-        target = JobState.EXPORTING if job.failed_phase == "export" else JobState.READY
+        target = JobState.EXPORTING if job.failed_phase == "export" and not pipeline else JobState.READY
         with self._transaction() as db:
             db.execute(
-                "UPDATE jobs SET attempt = attempt + 1, error = NULL, failed_phase = NULL, "
+                "UPDATE jobs SET attempt = attempt + 1, resumes = 0, error = NULL, failed_phase = NULL, "
                 "finished_at = NULL WHERE id = ? AND state = ?",
                 (job_id, JobState.FAILED.value),
             )

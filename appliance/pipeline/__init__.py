@@ -10,6 +10,8 @@ See docs/pipeline.md for the files each stage writes under ``job_dir/payload``.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 from appliance.pipeline.inference import InferenceStage
 from appliance.pipeline.reader import ReaderStage
 from appliance.pipeline.stage import PipelineResult, Stage, StageContext, StageOutput, StageRecord, run_stages
@@ -30,7 +32,10 @@ __all__ = [
 ]
 
 
-def default_stages(workflow: Workflow, triton: TritonSettings | None = None) -> list[Stage]:
-    """The stages ``workflow`` lists, in its order; ``triton`` overrides the workflow's server."""
-    known: dict[str, Stage] = {"reader": ReaderStage(), "inference": InferenceStage(triton), "writer": WriterStage()}
+def default_stages(workflow: Workflow, triton: TritonSettings | None = None,
+                   inference_gate: AbstractContextManager[object] | None = None) -> list[Stage]:
+    """The stages ``workflow`` lists, in its order; ``triton`` overrides the workflow's server,
+    ``inference_gate`` is held around each request to it (see :class:`InferenceStage`)."""
+    known: dict[str, Stage] = {"reader": ReaderStage(), "inference": InferenceStage(triton, inference_gate),
+                               "writer": WriterStage()}
     return [known[name] for name in workflow.stages]

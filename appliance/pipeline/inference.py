@@ -9,9 +9,11 @@ image grid, compressed MetaImage) and ``inference.json`` (timings in seconds, gr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +42,13 @@ class Segmentation:
     shared_memory: bool
 
 
-def segment(image: sitk.Image, model: ModelSpec, settings: InferenceSettings) -> Segmentation:
+def segment(image: sitk.Image, model: ModelSpec, settings: InferenceSettings,
+            gate: AbstractContextManager[object] | None = None) -> Segmentation:
     """Segment a HU ``image`` with ``model`` on the server in ``settings.triton``.
+
+    ``gate`` is held around the request to the server only (not pre/post-processing), so a
+    job runner can bound concurrent inference calls with e.g. a :class:`threading.Semaphore`;
+    the time spent waiting for it is reported as ``timings["gate_wait_s"]``.
 
     Raises:
         ServerUnavailableError, ModelNotFoundError, ModelNotReadyError, ShapeMismatchError,
@@ -58,7 +65,10 @@ def segment(image: sitk.Image, model: ModelSpec, settings: InferenceSettings) ->
         timings["preprocess_s"] = time.perf_counter() - t
         _check_fixed_dims(info.input_shape, array, model)
         t = time.perf_counter()
-        probabilities = client.infer(array)
+        with gate if gate is not None else contextlib.nullcontext():
+            timings["gate_wait_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            probabilities = client.infer(array)
         shared = client.use_shared_memory(array.nbytes + probabilities.nbytes)
         timings["infer_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -78,9 +88,11 @@ def _check_fixed_dims(shape: tuple[int, ...], array: npt.NDArray[np.float32], mo
                                  f"[{shape[2]}, {shape[1]}, {shape[0]}] (x, y, z)")
 
 
-def run_inference(volume: Path, model: ModelSpec, settings: InferenceSettings, out_dir: Path) -> Path:
-    """Segment the volume file ``volume`` and write ``out_dir/labels.mha``; returns its path."""
-    seg = segment(read_image(volume), model, settings)
+def run_inference(volume: Path, model: ModelSpec, settings: InferenceSettings, out_dir: Path,
+                  gate: AbstractContextManager[object] | None = None) -> Path:
+    """Segment the volume file ``volume`` and write ``out_dir/labels.mha``; returns its path.
+    ``gate``: see :func:`segment`."""
+    seg = segment(read_image(volume), model, settings, gate)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LABELS_FILE
     t = time.perf_counter()
@@ -102,19 +114,22 @@ class InferenceStage(Stage):
 
     Args:
         triton: server settings overriding the workflow's (e.g. from the appliance config).
+        gate: held around each request to the server (see :func:`segment`); None: no limit.
 
     Artifacts: ``labels``.
     """
 
     name = "inference"
 
-    def __init__(self, triton: TritonSettings | None = None) -> None:
+    def __init__(self, triton: TritonSettings | None = None,
+                 gate: AbstractContextManager[object] | None = None) -> None:
         self.triton = triton
+        self.gate = gate
 
     def run(self, context: StageContext) -> StageOutput:
         settings = context.workflow.inference
         if self.triton is not None:
             settings = dataclasses.replace(settings, triton=self.triton)
         volume = context.artifact("volume", "reader")
-        labels = run_inference(volume, context.workflow.model, settings, context.stage_dir(self.name))
+        labels = run_inference(volume, context.workflow.model, settings, context.stage_dir(self.name), self.gate)
         return StageOutput({"labels": labels})

@@ -94,7 +94,9 @@ def base_config(root: Path, port: int, **overrides: Any) -> dict[str, Any]:
 
 
 class Adapter:
-    """One ``appliance adapter`` subprocess and its files."""
+    """One ``appliance adapter`` subprocess and its files (subclasses run other sub-commands)."""
+
+    command = "adapter"
 
     def __init__(self, tmp: Path, config: dict[str, Any]) -> None:
         self.tmp = tmp
@@ -103,12 +105,12 @@ class Adapter:
         self.config_path.write_text(yaml.safe_dump(config))
         self.port = int(config["dicom"]["scp"]["port"])
         self.root = Path(config["storage"]["root"])
-        self.log_path = tmp / "adapter.log"
+        self.log_path = tmp / f"{self.command}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> Adapter:
-        notify_path = self.tmp / f"notify-{self.starts}.sock"
+        notify_path = self.tmp / f"notify-{self.command}-{self.starts}.sock"
         self.starts += 1
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
             notify.bind(str(notify_path))
@@ -116,14 +118,14 @@ class Adapter:
             log = self.log_path.open("ab")
             env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
             self.proc = subprocess.Popen(
-                [str(APPLIANCE), "adapter", "--config", str(self.config_path)],
+                [str(APPLIANCE), self.command, "--config", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
             log.close()
             try:
                 message = notify.recv(4096).decode()
             except TimeoutError:
                 self.kill()
-                raise AssertionError(f"adapter did not report READY=1:\n{self.log()}") from None
+                raise AssertionError(f"{self.command} did not report READY=1:\n{self.log()}") from None
         assert "READY=1" in message, message
         return self
 
@@ -140,7 +142,7 @@ class Adapter:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-                raise AssertionError(f"adapter ignored SIGTERM for {timeout} s:\n{self.log()}") from None
+                raise AssertionError(f"{self.command} ignored SIGTERM for {timeout} s:\n{self.log()}") from None
         return int(self.proc.returncode)
 
     def kill(self) -> None:

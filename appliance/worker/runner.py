@@ -1,0 +1,96 @@
+"""Running one job: resolve its workflow, run its stages in order, record each, hand over the SEG.
+
+Stages: the workflow's (``reader`` -> ``inference`` -> ``writer``), then ``export``
+(:class:`~appliance.worker.publish.PublishStage`). Each stage gets a record in the job store as
+it starts (``running``) and when it ends (``succeeded``/``failed``, end time, duration in s).
+The first failure fails the job (phase ``pipeline``) with ``"<stage>: <ErrorType>: <message>"``.
+All files go under the job's payload folder (see :class:`~appliance.jobs.PayloadLayout`);
+``payload/`` and ``output/`` are emptied first, so a retried or resumed job never mixes its
+files with an earlier run's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import threading
+import time
+from contextlib import AbstractContextManager
+
+from appliance.config import WorkerConfig
+from appliance.jobs import Job, JobState, JobStore, PayloadLayout
+from appliance.pipeline import Stage, StageContext, StageRecord, default_stages
+from appliance.pipeline.stage import run_stage
+from appliance.worker.catalog import UnknownWorkflow, WorkflowCatalog
+from appliance.worker.publish import PublishStage
+from appliance.workflows import TritonSettings, Workflow
+
+LOG = logging.getLogger(__name__)
+
+
+def triton_settings(workflow: Workflow, config: WorkerConfig) -> TritonSettings:
+    """The workflow's Triton settings with the URL ``worker.triton`` sets for its protocol, if any."""
+    own = workflow.inference.triton
+    url = config.triton_http_url if own.protocol == "http" else config.triton_grpc_url
+    return dataclasses.replace(own, url=url) if url else own
+
+
+def _detail(record: StageRecord) -> str:
+    if record.outcome == "failed":
+        return f"{record.error_type}: {record.error}"
+    return "; ".join(record.notes)
+
+
+class JobRunner:
+    """Runs claimed (``running``) jobs; thread-safe, one instance per worker process.
+
+    Args:
+        inference_gate: held around each request to Triton, shared by all jobs, so at most
+            ``worker.max-concurrent-inference`` requests are in flight.
+        stop: when set, a job stops at the next stage boundary and goes back to ``ready``.
+    """
+
+    def __init__(self, store: JobStore, layout: PayloadLayout, catalog: WorkflowCatalog, config: WorkerConfig,
+                 inference_gate: AbstractContextManager[object], stop: threading.Event) -> None:
+        self._store = store
+        self._layout = layout
+        self._catalog = catalog
+        self._config = config
+        self._gate = inference_gate
+        self._stop = stop
+
+    def stages(self, job: Job, workflow: Workflow) -> list[Stage]:
+        """The stages ``job`` runs, the export hand-over last."""
+        triton = triton_settings(workflow, self._config)
+        return [*default_stages(workflow, triton, self._gate), PublishStage(self._layout.output_dir(job.id))]
+
+    def run(self, job: Job) -> Job:
+        """Run ``job`` (claimed, i.e. ``running``) to ``exporting``, ``failed`` or back to ``ready``."""
+        try:
+            workflow = self._catalog.resolve(job.workflow)
+        except UnknownWorkflow as exc:
+            return self._fail(job, f"workflow: {exc}")
+        for folder in (self._layout.payload_dir(job.id), self._layout.output_dir(job.id)):
+            shutil.rmtree(folder, ignore_errors=True)
+        context = StageContext(self._layout.job_dir(job.id), workflow,
+                               input_dir=self._layout.input_dir(job.id),
+                               payload_dir=self._layout.payload_dir(job.id))
+        LOG.info("job %s: running workflow %s (attempt %d)", job.id, workflow.name, job.attempt)
+        for stage in self.stages(job, workflow):
+            if self._stop.is_set():
+                LOG.info("job %s: stopping before stage %s; back to ready", job.id, stage.name)
+                return self._store.set_state(job.id, JobState.READY)
+            record_id = self._store.start_stage(job.id, stage.name, job.attempt, started_at=time.time())
+            record = run_stage(stage, context)
+            self._store.finish_stage(record_id, record.outcome, _detail(record), record.ended.timestamp(),
+                                     record.duration_s)
+            LOG.info("job %s: stage %s %s in %.2f s", job.id, stage.name, record.outcome, record.duration_s)
+            if record.outcome == "failed":
+                return self._fail(job, f"{stage.name}: {_detail(record)}")
+        return self._store.set_state(job.id, JobState.EXPORTING)
+
+    def _fail(self, job: Job, reason: str) -> Job:
+        LOG.warning("job %s: failed: %s", job.id, reason)
+        return self._store.set_state(job.id, JobState.FAILED, error=reason, phase="pipeline")
+

@@ -1,0 +1,97 @@
+"""The hand-written fast paths produce exactly what pydicom and pynetdicom would."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from ctseries import write_series
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode
+
+from appliance.adapter import identify, wire
+from appliance.adapter.transport import _Contexts
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+IMPLICIT, EXPLICIT = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
+
+
+@pytest.mark.parametrize(("instance", "syntax", "ae"), [
+    ("1.2.3.44", EXPLICIT, "STORESCU"), ("1.2.3.4", IMPLICIT, ""), ("1.2.3.4", EXPLICIT, "ODD")])
+def test_file_header_matches_pydicom(instance: str, syntax: str, ae: str) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(CT)
+    meta.MediaStorageSOPInstanceUID = UID(instance)
+    meta.TransferSyntaxUID = UID(syntax)
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.8.498.1")
+    meta.ImplementationVersionName = "APPLIANCE_0.1.0"
+    meta.SourceApplicationEntityTitle = ae
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    expected = b"\0" * 128 + b"DICM" + fp.getvalue()
+    assert wire.file_header(CT, instance, syntax, "1.2.826.0.1.3680043.8.498.1", "APPLIANCE_0.1.0", ae) == expected
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xA700, 0xA900, 0xC000])
+def test_store_response_matches_pynetdicom(status: int) -> None:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 7
+    rsp.AffectedSOPClassUID = CT
+    rsp.AffectedSOPInstanceUID = "1.2.3.45"
+    rsp.Status = status
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    assert wire.store_response(CT, 7, status, "1.2.3.45") == encode(message.command_set, True, True)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize("sequence", [None, "defined", "undefined"])
+def test_identify_scan_agrees_with_pydicom(tmp_path: Path, implicit: bool, sequence: str | None) -> None:
+    series = write_series(tmp_path, 1, rows=16, cols=16)
+    ds = dcmread(series.files[0])
+    if sequence:
+        item = Dataset()
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = CT, "1.2.3"
+        ds.ReferencedImageSequence = Sequence([item])
+        ds["ReferencedImageSequence"].is_undefined_length = sequence == "undefined"
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, implicit
+    write_dataset(fp, ds)
+    encoded = memoryview(fp.getvalue())
+    expected = identify.Identity(series.study_uid, series.series_uid)
+    assert identify.identify(encoded, IMPLICIT if implicit else EXPLICIT) == expected
+    # The in-place scan answers unless an undefined length forces the pydicom path.
+    scanned = identify._scan(encoded, implicit)
+    assert scanned == (None if sequence == "undefined" else expected)
+
+
+def test_identify_scan_leaves_bad_uids_to_pydicom() -> None:
+    ds = Dataset()
+    ds.StudyInstanceUID = "../../etc"
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, ds)
+    assert identify._scan(memoryview(fp.getvalue()), False) is None
+    with pytest.raises(identify.NotIdentifiable):
+        identify.identify(memoryview(fp.getvalue()), EXPLICIT)
+
+
+def test_context_copies_equal_deep_copies() -> None:
+    ae = AE()
+    for cx in StoragePresentationContexts[:5]:
+        ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+    contexts = ae.supported_contexts
+    cheap, deep = copy.deepcopy(_Contexts(contexts)), copy.deepcopy(contexts)
+    assert [vars(c) for c in cheap] == [vars(c) for c in deep]
+    assert all(a is not b and a._transfer_syntax is not b._transfer_syntax
+               for a, b in zip(cheap, contexts, strict=True))

@@ -1,0 +1,106 @@
+"""The whole appliance on loopback: adapter + worker (subprocesses), Orthanc as PACS, a real tritonserver.
+
+Used by the end-to-end tests and ``benchmarks/pipeline.py``. Builds on the adapter tests' kit
+(``tests/adapter/adapterkit.py``) for the processes, Orthanc and storescu.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adapter"))
+from adapterkit import APPLIANCE, Adapter, Orthanc, base_config, free_port, storescu, wait_for  # noqa: E402
+
+from appliance.jobs import Job, JobState, JobStore, StageRecord  # noqa: E402
+from appliance.triton_local import Ports  # noqa: E402
+
+#: Called AE title -> workflow of the stack's adapter (the shipped workflows, by name).
+AE_WORKFLOWS = {"OrganSeg": "OrganSeg", "LiverSeg": "LiverSeg"}
+
+
+class Worker(Adapter):
+    """One ``appliance worker`` subprocess (same configuration file as the adapter)."""
+
+    command = "worker"
+
+
+def stack_config(root: Path, scp_port: int, pacs_port: int, triton: Ports, ae_workflows: dict[str, str] | None = None,
+                 **worker: Any) -> dict[str, Any]:
+    """Adapter + worker configuration: each AE title bound to a workflow, results to Orthanc ``PACS``.
+
+    ``worker`` entries are ``worker:`` keys with ``_`` for ``-`` (e.g. ``max_resumes=0``).
+    """
+    cfg = base_config(root, scp_port)
+    cfg["dicom"]["scp"]["ae-titles"] = [{"ae-title": ae, "workflow": wf, "destinations": ["PACS"]}
+                                        for ae, wf in (ae_workflows or AE_WORKFLOWS).items()]
+    cfg["dicom"]["scu"]["destinations"] = [
+        {"name": "PACS", "host-ip": "127.0.0.1", "port": pacs_port, "ae-title": "ORTHANC"}]
+    cfg["worker"] = {"workers": 2, "max-concurrent-inference": 1, "poll-seconds": 0.1,
+                     "triton": {"http-url": f"127.0.0.1:{triton.http}", "grpc-url": f"127.0.0.1:{triton.grpc}"},
+                     **{k.replace("_", "-"): v for k, v in worker.items()}}
+    return cfg
+
+
+class Stack:
+    """Adapter and worker for one configuration; reads the job store directly (fast, no CLI)."""
+
+    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.adapter = Adapter(folder, config)
+        self.worker = Worker(folder, config)
+        self.port = self.adapter.port
+        self.database = self.adapter.root / "jobs.sqlite3"
+
+    def start(self) -> Stack:
+        self.adapter.start()
+        self.worker.start()
+        return self
+
+    def kill(self) -> None:
+        self.worker.kill()
+        self.adapter.kill()
+
+    def jobs(self) -> list[Job]:
+        if not self.database.exists():
+            return []
+        try:
+            with JobStore(self.database) as store:
+                return store.list_jobs()
+        except sqlite3.OperationalError:  # a writer holds the lock longer than the busy timeout
+            return []
+
+    def stages(self, job_id: str) -> list[StageRecord]:
+        with JobStore(self.database) as store:
+            return store.stages(job_id)
+
+    def job(self, job_id: str) -> Job:
+        with JobStore(self.database) as store:
+            return store.get(job_id)
+
+    def wait_job(self, predicate: Callable[[Job], bool], timeout: float, what: str, interval: float = 0.05) -> Job:
+        """The first job matching ``predicate``; fail after ``timeout`` s with the logs."""
+        try:
+            return wait_for(lambda: next((j for j in self.jobs() if predicate(j)), None), timeout, what, interval)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\njobs: {self.jobs()}\n--- worker log\n{self.worker.log()[-3000:]}"
+                                 f"\n--- adapter log\n{self.adapter.log()[-2000:]}") from None
+
+    def wait_finished(self, job_id: str, timeout: float) -> Job:
+        """The job once it is done or failed."""
+        return self.wait_job(lambda j: j.id == job_id and j.state in (JobState.DONE, JobState.FAILED), timeout,
+                             f"job {job_id} done or failed")
+
+
+def seg_in_orthanc(pacs: Orthanc, series_uid: str, timeout: float = 10.0) -> str:
+    """Orthanc ID of the one instance of ``series_uid``, waiting up to ``timeout`` s."""
+    found = wait_for(lambda: pacs.find_instances(SeriesInstanceUID=series_uid), timeout,
+                     f"series {series_uid} in Orthanc")
+    return str(found[0])
+
+
+__all__ = ["APPLIANCE", "Orthanc", "Stack", "Worker", "free_port", "seg_in_orthanc", "stack_config", "storescu",
+           "wait_for"]

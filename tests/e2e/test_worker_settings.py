@@ -1,0 +1,70 @@
+"""The ``worker:`` settings: defaults, validation naming the key, workflow bindings checked at start."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from appliance.config import ConfigError, parse
+from appliance.worker import WorkflowCatalog
+
+from .e2ekit import APPLIANCE
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "adapter.yaml"
+
+
+def _raw() -> dict[str, object]:
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    assert isinstance(raw, dict)
+    return raw
+
+
+def test_defaults_and_example() -> None:
+    raw = _raw()
+    assert parse(raw).worker.workers == 2
+    del raw["worker"]
+    worker = parse(raw).worker
+    assert (worker.workers, worker.max_concurrent_inference, worker.interrupted, worker.max_resumes) == (
+        2, 1, "resume", 2)
+    assert worker.triton_http_url is None and worker.workflows_dir is None
+
+
+def test_every_worker_problem_names_its_key() -> None:
+    raw = _raw()
+    raw["worker"] = {"workers": 0, "max-concurrent-inference": "two", "interrupted": "retry",
+                     "triton": {"http-url": "no-port", "grpc": "x"}, "poll-second": 1}
+    with pytest.raises(ConfigError) as caught:
+        parse(raw)
+    text = "\n".join(caught.value.problems)
+    for expected in ("worker.workers: must be an integer 1-64, not 0",
+                     "worker.max-concurrent-inference: must be an integer 1-64, not 'two'",
+                     "worker.interrupted: must be resume or fail, not 'retry'",
+                     "worker.triton.http-url: must be host:port, not 'no-port'",
+                     "worker.triton.grpc: unknown key", "worker.poll-second: unknown key"):
+        assert expected in text, text
+
+
+def test_unresolvable_workflow_stops_the_worker_at_start(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["storage"] = {"root": str(tmp_path / "payloads")}
+    raw["dicom"]["scp"]["ae-titles"][1]["workflow"] = "liverseg"  # type: ignore[index]
+    config = tmp_path / "adapter.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([str(APPLIANCE), "worker", "--config", str(config), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "dicom.scp.ae-titles[1].workflow: unknown workflow 'liverseg'" in done.stderr
+    assert "did you mean 'LiverSeg'?" in done.stderr
+
+
+def test_workflows_dir_overrides_and_reports_bad_files(tmp_path: Path) -> None:
+    source = WorkflowCatalog.load().resolve("OrganSeg").source
+    assert source is not None
+    (tmp_path / "organ.yaml").write_text(Path(source).read_text().replace("series_number: 901", "series_number: 77"))
+    assert WorkflowCatalog.load(tmp_path).resolve("OrganSeg").writer.series_number == 77
+    (tmp_path / "broken.yaml").write_text("name: Broken\n")
+    with pytest.raises(ValueError, match="broken.yaml"):
+        WorkflowCatalog.load(tmp_path)
