@@ -26,7 +26,10 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]],
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(prog="appliance", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="appliance",
+        description="GPU medical-imaging appliance: DICOM adapter, pipeline worker, jobs and workflows.",
+    )
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in _COMMANDS:
