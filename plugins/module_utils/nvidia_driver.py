@@ -131,6 +131,33 @@ def driver_packages(installed: dict[str, str] | set[str]) -> list[str]:
     return sorted(name for name in installed if DRIVER_PACKAGE_RE.match(name))
 
 
+def hold_packages(installed: dict[str, str] | set[str]) -> list[str]:
+    """Driver packages to hold: all of them except the kernel-flavour metapackages.
+
+    ``linux-modules-nvidia-580-server-generic`` must stay free to follow kernel upgrades;
+    ``linux-modules-nvidia-580-server-6.8.0-45-generic`` (one kernel) is held with the driver.
+    """
+    return [name for name in driver_packages(installed)
+            if not name.startswith("linux-") or re.search(r"-\d+\.\d+\.\d+-\d+", name)]
+
+
+def secure_boot_blocker(secure_boot: str, method: str, prebuilt_available: bool, kernel: str) -> str:
+    """Why the install must stop under Secure Boot with this module method, with the fix ('' = go on)."""
+    if secure_boot != "enabled" or method != "dkms":
+        return ""
+    prebuilt = (f"Ubuntu has prebuilt signed modules for the running kernel {kernel}: set nvidia_driver_source: ubuntu "
+                "and nvidia_driver_kernel_modules: prebuilt" if prebuilt_available else
+                f"Ubuntu has no prebuilt signed modules for the running kernel {kernel}: boot a current Ubuntu "
+                "kernel (apt full-upgrade, reboot), then use nvidia_driver_kernel_modules: prebuilt")
+    return (
+        "Secure Boot is enabled and this install builds unsigned DKMS modules, which the kernel refuses to load. "
+        f"Fix, either: (1) {prebuilt}; or (2) enroll a Machine Owner Key that DKMS signs with: "
+        "sudo update-secureboot-policy --new-key && sudo mokutil --import /var/lib/shim-signed/mok/MOK.der, "
+        "reboot, confirm the key in the blue MOK manager at the console, then re-run; "
+        "or (3) disable Secure Boot in the firmware"
+    )
+
+
 def userspace_version(installed: dict[str, str]) -> str | None:
     """Driver version of the installed NVML/CUDA userspace library (the newest libnvidia-compute-*).
 
@@ -171,7 +198,7 @@ def parse_indextargets(text: str) -> list[dict[str, str]]:
     for line in text.splitlines():
         parts = line.split("\t")
         if len(parts) == 4:
-            rows.append(dict(zip(("site", "release", "component", "sourcesentry"), parts)))
+            rows.append({"site": parts[0], "release": parts[1], "component": parts[2], "sourcesentry": parts[3]})
     return rows
 
 

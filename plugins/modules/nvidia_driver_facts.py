@@ -44,6 +44,10 @@ options:
     type: list
     elements: str
     default: [restricted, multiverse]
+  secure_boot:
+    description: Secure Boot state (enabled, disabled, unknown), from the preflight facts.
+    type: str
+    default: unknown
   own_sources_file:
     description: The role's own .sources file, ignored when deciding which components are missing.
     type: str
@@ -76,6 +80,10 @@ installed:
   description: Installed driver packages (any branch) with their versions.
   type: dict
   returned: always
+hold:
+  description: Installed driver packages the role holds (all but kernel-flavour metapackages).
+  type: list
+  returned: always
 held:
   description: Driver packages on hold.
   type: list
@@ -102,11 +110,13 @@ from ansible.module_utils.nvidia_driver import (
     branch_suffix,
     driver_packages,
     flavour_metapackage,
+    hold_packages,
     kernel_flavour,
     missing_components,
     needs_upgrade_flag,
     parse_indextargets,
     resolve_kernel_modules,
+    secure_boot_blocker,
     select_packages,
     userspace_version,
 )
@@ -126,7 +136,8 @@ def os_release(path="/etc/os-release"):
 
 def installed_packages(module):
     """{name: version} of installed packages, and the names on hold."""
-    rc, out, _ = module.run_command(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\t${Status}\n"])
+    fields = "${Package}\t${Version}\t${db:Status-Abbrev}\t${Status}\n"
+    rc, out, _ = module.run_command(["dpkg-query", "-W", "-f", fields])
     installed, held = {}, []
     for line in out.splitlines() if rc == 0 else []:
         parts = line.split("\t")
@@ -161,6 +172,7 @@ def main():
             "version": {"type": "str", "default": ""},
             "in_container": {"type": "bool", "default": False},
             "components": {"type": "list", "elements": "str", "default": ["restricted", "multiverse"]},
+            "secure_boot": {"type": "str", "default": "unknown"},
             "own_sources_file": {"type": "str", "default": "/etc/apt/sources.list.d/nvidia-driver-ubuntu.sources"},
         },
         supports_check_mode=True,
@@ -181,7 +193,8 @@ def main():
     missing, mirror = missing_components(parse_indextargets(out if rc == 0 else ""), codename,
                                          p["components"], p["own_sources_file"])
 
-    plan = {"kernel_modules": "", "packages": [], "prebuilt_available": False, "changes_needing_upgrade": [], "error": ""}
+    plan = {"kernel_modules": "", "packages": [], "prebuilt_available": False,
+            "changes_needing_upgrade": [], "error": ""}
     try:
         suffix = branch_suffix(p["source"], p["branch"], p["server"])
     except ValueError as err:
@@ -191,9 +204,11 @@ def main():
             plan["prebuilt_available"] = candidate(module, f"linux-modules-nvidia-{suffix}-{kernel}") is not None
         method, error = resolve_kernel_modules(p["kernel_modules"], p["source"], p["in_container"],
                                                plan["prebuilt_available"], kernel)
-        plan["kernel_modules"], plan["error"] = method, error
-        if not error:
-            plan["packages"] = select_packages(p["source"], p["branch"], p["server"], method, kernel, meta, p["version"])
+        plan["kernel_modules"] = method
+        plan["error"] = error or secure_boot_blocker(p["secure_boot"], method, plan["prebuilt_available"], kernel)
+        if not plan["error"]:
+            plan["packages"] = select_packages(p["source"], p["branch"], p["server"], method, kernel, meta,
+                                               p["version"])
             plan["changes_needing_upgrade"] = needs_upgrade_flag(plan["packages"], installed, held, p["version"])
 
     initrd = f"/boot/initrd.img-{kernel}"
@@ -201,9 +216,11 @@ def main():
         changed=False,
         kernel={"release": kernel, "flavour": flavour, "metapackage": meta,
                 "modules_dir": os.path.isdir(f"/lib/modules/{kernel}")},
-        initramfs={"path": initrd, "exists": os.path.exists(initrd), "tool": shutil.which("update-initramfs") is not None},
+        initramfs={"path": initrd, "exists": os.path.exists(initrd),
+                   "tool": shutil.which("update-initramfs") is not None},
         sources={"codename": codename, "mirror": mirror, "missing": missing},
         installed=installed,
+        hold=hold_packages(installed),
         held=held,
         userspace_version=userspace_version(installed),
         nouveau_loaded=os.path.isdir("/sys/module/nouveau"),
