@@ -26,6 +26,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 
 from appliance.model_repository import build_repository
+from appliance.systemd import on_stop_signals
 
 
 class TritonStartError(RuntimeError):
@@ -257,14 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=8002)
     args = parser.parse_args(argv)
     server = LocalTriton(args.repository, args.workdir, Ports(args.http_port, args.grpc_port, args.metrics_port))
+    stop = threading.Event()
+    # SIGTERM (systemd, kill) must stop the server too, not leave it running without its launcher.
+    on_stop_signals(stop.set)
     with server:
         print(f"tritonserver ready: http {server.http_url}, grpc {server.grpc_url}; log {server.log_path}",
               flush=True)
-        try:
-            while server.process is not None and server.process.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+        while not stop.is_set() and server.process is not None and server.process.poll() is None:
+            stop.wait(1)
     return 0
 
 
