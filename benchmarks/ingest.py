@@ -35,9 +35,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "adapter"))
+from adapterkit import system_tool  # noqa: E402
 from ctseries import write_series  # noqa: E402
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
+# dcmtk's tools, not the same-named pynetdicom apps in the virtualenv's bin.
+STORESCU = system_tool("storescu")
+STORESCP = system_tool("storescp")
 APPLIANCE = Path(sys.executable).with_name("appliance")
 
 _STOCK_SCP = """
@@ -96,7 +100,7 @@ def process(cmd: list[str], port: int, log: Path) -> Iterator[None]:
 def send(port: int, called: str, files: list[Path]) -> float:
     """Seconds storescu takes to send ``files`` over one association."""
     start = time.perf_counter()
-    done = subprocess.run(["storescu", "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port),
+    done = subprocess.run([str(STORESCU), "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port),
                            *map(str, files)], capture_output=True, text=True, env=ENV, timeout=600)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
@@ -118,7 +122,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where received data goes (default: a temporary folder; same disk matters)")
     args = parser.parse_args()
-    if shutil.which("storescu") is None or shutil.which("storescp") is None:
+    if STORESCU is None or STORESCP is None:
         print("dcmtk (storescu, storescp) is required", file=sys.stderr)
         return 2
 
@@ -134,7 +138,7 @@ def main() -> int:
         port = free_port()
         out = work / "dcmtk"
         out.mkdir()
-        with process(["storescp", "-od", str(out), "-aet", "STORESCP", str(port)], port, work / "dcmtk.log"):
+        with process([STORESCP, "-od", str(out), "-aet", "STORESCP", str(port)], port, work / "dcmtk.log"):
             results["dcmtk storescp"] = measure("dcmtk storescp", lambda: send(port, "STORESCP", files),
                                                 args.repeat)
 

@@ -32,9 +32,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def system_tool(binary: str) -> str | None:
+    """Path of ``binary`` on PATH outside this virtualenv, or None.
+
+    pynetdicom installs its own ``storescu``/``echoscu``/``storescp`` into the virtualenv's bin;
+    the tests and benchmarks mean dcmtk's, so the virtualenv's folder is skipped.
+    """
+    venv_bin = Path(sys.prefix, "bin").resolve()
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and Path(d).resolve() != venv_bin]
+    return shutil.which(binary, path=os.pathsep.join(dirs))
+
+
 def need(binary: str) -> str:
-    """Path of ``binary``, or skip the test with the reason."""
-    path = shutil.which(binary)
+    """Path of dcmtk's (not pynetdicom's) ``binary``, or skip the test with the reason."""
+    path = system_tool(binary)
     if path is None:
         pytest.skip(f"{binary} not installed (apt-get install dcmtk orthanc)")
     return path

@@ -6,7 +6,6 @@ dcmtk ``storescu``, ``/usr/sbin/Orthanc``, ``dciodvfy`` or the nvidia-pytriton `
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from appliance.phantom import PhantomFiles, PhantomSpec, write_phantom
 from appliance.triton_local import LocalTriton, TritonStartError, server_binary
 
-from .e2ekit import Orthanc, Stack, free_port, stack_config
+from .e2ekit import Orthanc, Stack, free_port, stack_config, system_tool
 
 
 def _need_triton() -> None:
@@ -58,7 +57,7 @@ def idle_triton(tmp_path: Path) -> Iterator[LocalTriton]:
 @pytest.fixture(scope="session")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], PhantomFiles]:
     """``phantoms(seed)``: a 128x128x40 phantom study (its own UIDs per seed), written once per seed."""
-    if shutil.which("storescu") is None:
+    if system_tool("storescu") is None:
         pytest.skip("dcmtk storescu not installed (apt-get install dcmtk)")
     made: dict[int, PhantomFiles] = {}
 

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adapter"))
-from adapterkit import APPLIANCE, Adapter, Orthanc, base_config, free_port, storescu, wait_for  # noqa: E402
+from adapterkit import (  # noqa: E402
+    APPLIANCE,
+    Adapter,
+    Orthanc,
+    base_config,
+    free_port,
+    storescu,
+    system_tool,
+    wait_for,
+)
 
 from appliance.jobs import Job, JobState, JobStore, StageRecord  # noqa: E402
 from appliance.triton_local import Ports  # noqa: E402
@@ -103,4 +112,5 @@ def seg_in_orthanc(pacs: Orthanc, series_uid: str, timeout: float = 10.0) -> str
 
 
 __all__ = ["APPLIANCE", "Orthanc", "Stack", "Worker", "free_port", "seg_in_orthanc", "stack_config", "storescu",
+           "system_tool",
            "wait_for"]
