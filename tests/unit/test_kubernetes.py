@@ -89,6 +89,18 @@ def test_both_roles_fall_back_to_the_same_complete_map() -> None:
     assert value("kubernetes", "kubernetes_eviction_hard") == value("disk_headroom", "disk_headroom_eviction_hard")
 
 
+ROLE_THRESHOLDS = ("disk_headroom_gc_high_percent", "disk_headroom_gc_low_percent", "disk_headroom_eviction_hard",
+                   "kubernetes_image_gc_high_threshold_percent", "kubernetes_image_gc_low_threshold_percent",
+                   "kubernetes_eviction_hard")
+
+
+@pytest.mark.parametrize("group_vars", sorted(REPO.glob("inventory/*/group_vars/*.yml")),
+                         ids=lambda p: p.parent.parent.name)
+def test_inventories_set_thresholds_only_through_the_shared_variables(group_vars: Path) -> None:
+    # A role's own threshold variable set in an inventory would make the headroom check and kubelet disagree.
+    assert not set(yaml.safe_load(group_vars.read_text()) or {}) & set(ROLE_THRESHOLDS)
+
+
 def test_eviction_hard_map_is_complete() -> None:
     kubelet = kubeadm_docs()["KubeletConfiguration"]
     assert kubelet["evictionHard"] == KUBELET_DEFAULT_EVICTION
