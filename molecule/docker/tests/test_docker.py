@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 TINY = "appliance-test/tiny:1"
 
@@ -32,6 +33,23 @@ def test_containerd_imports_dropins(host) -> None:  # type: ignore[no-untyped-de
     assert 'imports = ["/etc/containerd/conf.d/*.toml"]' in host.file("/etc/containerd/config.toml").content_string
     assert host.file("/etc/containerd/conf.d").is_directory
     assert host.run("ctr version").rc == 0
+
+
+def test_containerd_base_config_owned_with_cri_enabled(host) -> None:  # type: ignore[no-untyped-def]
+    config = host.file("/etc/containerd/config.toml").content_string
+    assert "Base config owned by the docker role of the appliance." in config
+    assert re.search(r"(?m)^disabled_plugins = \[\]$", config)
+    # The config version the installed containerd reads: 3 for 2.x, 2 for 1.x.
+    major = int(re.search(r"\sv?(\d+)\.\d+\.\d+", host.check_output("containerd --version")).group(1))
+    assert re.search(rf"(?m)^version = {3 if major >= 2 else 2}$", config)
+    # containerd.io's packaged config (written before the install) was kept, once, and no longer applies.
+    backup = host.file("/etc/containerd/config.toml.orig")
+    assert backup.exists and 'disabled_plugins = ["cri"]' in backup.content_string
+    assert not host.run("ls /etc/containerd/config.toml.*~").stdout.strip()  # no dated second backup
+    dump = host.check_output("containerd config dump")
+    assert not re.search(r"(?m)^disabled_plugins\s*=\s*\[[^\]]*cri", dump)
+    plugins = host.check_output("ctr plugins ls")
+    assert re.search(r"(?m)\scri\s.*\sok\s*$", plugins), plugins
 
 
 def test_operator_in_docker_group(host) -> None:  # type: ignore[no-untyped-def]
