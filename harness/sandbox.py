@@ -30,7 +30,9 @@ def up(boot_timeout: float = 120.0) -> str:
         cgroup = "/sys/fs/cgroup" if VERSION != "26.04" else cgroups.v2_only_source()
         cmd = ["docker", "run", "-d", "--name", NAME, "--hostname", NAME, "--privileged",
                "--cgroupns=host", "-v", f"{cgroup}:/sys/fs/cgroup:rw", "--tmpfs", "/run",
-               "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3"]
+               "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3",
+               # As on a real host, room in /dev/shm for Triton and the volumes handed to it.
+               "--shm-size", "1g"]
         for store, path in STORES.items():
             cmd += ["-v", f"{_volume(store)}:{path}"]
         subprocess.run([*cmd, f"{images.REPOSITORY}:{VERSION}", "/sbin/init"], check=True, stdout=subprocess.DEVNULL)
