@@ -5,15 +5,19 @@ Commands:
   images [VERSION ...]       build or reuse the Ubuntu test-host images (default: all)
   env                        print ``export`` lines for DOCKER_HOST and the molecule variables
   sandbox up|down            the local Ubuntu 24.04 host of inventory/sandbox
+  roundtrip [--container NAME] [--ae AE]
+                             push a new phantom CT study into the host's DICOM port from here and
+                             wait for its DICOM SEG on this machine (storescp, port 11112)
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 
-from harness import cgroups, engine, images, loopdevs, sandbox
+from harness import cgroups, engine, images, loopdevs, roundtrip, sandbox
 
 
 def _env_lines(host: str) -> list[str]:
@@ -35,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env")
     box = sub.add_parser("sandbox")
     box.add_argument("action", choices=("up", "down"))
+    trip = sub.add_parser("roundtrip")
+    trip.add_argument("--container", default=sandbox.NAME, help=f"the host (default {sandbox.NAME})")
+    trip.add_argument("--ae", default="OrganSeg", help="called AE title (default OrganSeg)")
+    trip.add_argument("--workdir", default=".cache/roundtrip", help="study and received files (.cache/roundtrip)")
     args = parser.parse_args(argv)
 
     if args.command == "engine":
@@ -59,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{sandbox.NAME}: running at {sandbox.up()}")
         else:
             sandbox.down()
+        return 0
+    if args.command == "roundtrip":
+        from pathlib import Path
+
+        workdir = Path(args.workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+        report = roundtrip.roundtrip(args.container, args.ae, workdir)
+        print("\n".join(report.lines()))
         return 0
     loopdevs.ensure_nodes()
     print("\n".join(_env_lines(engine.ensure().host)))
