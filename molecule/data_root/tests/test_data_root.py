@@ -41,3 +41,10 @@ def test_old_directories_kept_for_rollback(host) -> None:  # type: ignore[no-unt
 def test_refused_moves_left_no_trace(host) -> None:  # type: ignore[no-untyped-def]
     assert not host.file("/mnt/smalldisk/container-data").exists
     assert not host.file("/mnt/bigdisk/elsewhere").exists
+
+
+def test_engine_waits_for_the_data_disk(host) -> None:  # type: ignore[no-untyped-def]
+    # The target is a loop-mounted ext4 (prepare.yml): both units require its mount.
+    for unit in ("containerd", "docker"):
+        requires = host.check_output(f"systemctl show -p RequiresMountsFor --value {unit}.service")
+        assert "/containerd" in requires and "/docker" in requires, f"{unit}: {requires}"

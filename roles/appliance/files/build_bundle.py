@@ -28,7 +28,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
+from collections import deque
+from email.parser import Parser
 from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 # The files that make the package; anything else in the checkout does not change the bundle.
 SOURCE_GLOBS = ("pyproject.toml", "README.md", "appliance/**/*.py", "appliance/**/*.yaml")
@@ -69,6 +76,50 @@ def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", *args], check=True, stdout=sys.stderr)
 
 
+def target_environment(python: str, arch: str) -> dict[str, str]:
+    """Marker environment of the host: its Python version and platform, not the controller's."""
+    env = {key: str(value) for key, value in default_environment().items()}
+    env.update(python_version=python, python_full_version=f"{python}.0", implementation_name="cpython",
+               platform_python_implementation="CPython", sys_platform="linux", platform_system="Linux",
+               os_name="posix", platform_machine=arch)
+    return env
+
+
+def unmet_requirements(wheels: Path, root: str, env: dict[str, str]) -> list[str]:
+    """Requirements of ``root`` (with its extras) and its dependencies that no wheel in ``wheels`` meets.
+
+    ``pip download --python-version`` picks wheels for the host's Python but evaluates dependency
+    markers such as ``python_version < "3.11"`` for the controller's, so a host with an older Python
+    would miss packages (e.g. aiohttp's async-timeout on 3.10). This walks the graph again with the
+    host's markers.
+    """
+    have: dict[str, tuple[str, Path]] = {}
+    for path in wheels.glob("*.whl"):
+        name, version, _, _ = parse_wheel_filename(path.name)
+        have[canonicalize_name(name)] = (str(version), path)
+    unmet: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    queue = deque([Requirement(root)])
+    while queue:
+        req = queue.popleft()
+        name = canonicalize_name(req.name)
+        if name not in have or not req.specifier.contains(have[name][0], prereleases=True):
+            unmet.append(str(req).split(";")[0])
+            continue
+        for extra in ("", *sorted(req.extras)):
+            if (name, extra) in seen:
+                continue
+            seen.add((name, extra))
+            with zipfile.ZipFile(have[name][1]) as wheel:
+                meta_name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+                meta = Parser().parsestr(wheel.read(meta_name).decode())
+            for line in meta.get_all("Requires-Dist") or []:
+                dep = Requirement(line)
+                if dep.marker is None or dep.marker.evaluate({**env, "extra": extra}):
+                    queue.append(dep)
+    return sorted(set(unmet))
+
+
 def reproducible_tar(folder: Path, out: Path) -> None:
     """Write ``folder``'s files into ``out`` with sorted names, mtime 0 and root ownership."""
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -106,9 +157,17 @@ def build(source: Path, dest: Path, python: str, arch: str, extras: list[str]) -
             wheel = next(wheels.glob("appliance-*.whl"))
             requirement = f"appliance[{','.join(extras)}] @ {wheel.as_uri()}" if extras else str(wheel)
             platforms = [f"--platform=manylinux_2_{minor}_{arch}" for minor in GLIBC_MINORS]
-            pip("download", "--quiet", "--only-binary=:all:", f"--python-version={python}",
-                "--implementation=cp", *platforms, "--platform=linux_" + arch, "--dest", str(wheels),
-                requirement)
+            target = ["--only-binary=:all:", f"--python-version={python}", "--implementation=cp", *platforms,
+                      "--platform=linux_" + arch, "--dest", str(wheels)]
+            pip("download", "--quiet", *target, requirement)
+            root = f"appliance[{','.join(extras)}]" if extras else "appliance"
+            for _ in range(10):
+                unmet = unmet_requirements(wheels, root, target_environment(python, arch))
+                if not unmet:
+                    break
+                pip("download", "--quiet", *target, *unmet)
+            else:
+                raise SystemExit(f"requirements still unmet for Python {python}: {unmet}")
             (wheels.parent / "bundle.json").write_text(json.dumps(
                 {k: result[k] for k in ("version", "python", "extras")}, sort_keys=True) + "\n")
             reproducible_tar(wheels.parent, Path(tmp) / name)
