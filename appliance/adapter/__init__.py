@@ -1,10 +1,12 @@
 """The DICOM adapter: receives studies on configured AE titles, groups them into jobs, exports results.
 
-Modules, one job each: :mod:`~appliance.adapter.scp` (association policy, C-STORE/C-ECHO),
+Modules, one job each: :mod:`~appliance.adapter.scp` (association policy, C-ECHO, the SCP),
+:mod:`~appliance.adapter.pdata` (C-STORE P-DATA read off the socket and written as it arrives),
+:mod:`~appliance.adapter.instance` (one instance's dataset to disk, and its C-STORE status),
 :mod:`~appliance.adapter.transport` (socket tuning of pynetdicom), :mod:`~appliance.adapter.durable`
 (atomic, fsynced writes), :mod:`~appliance.adapter.identify` (StudyInstanceUID from raw bytes),
 :mod:`~appliance.adapter.grouping` (groups -> jobs), :mod:`~appliance.adapter.wire` (hand-encoded file
-meta and C-STORE-RSP), :mod:`~appliance.adapter.service` (the process;
+meta and C-STORE-RSP, command set parsing), :mod:`~appliance.adapter.service` (the process;
 systemd notifications come from :mod:`appliance.systemd`, shared with the worker).
 """
 

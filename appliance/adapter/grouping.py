@@ -107,12 +107,11 @@ class Grouper:
         with self._lock:
             return len(self._groups)
 
-    @contextmanager
-    def receiving(self, called_ae: str, calling_ae: str, study_uid: str) -> Iterator[Slot]:
+    def reserve(self, called_ae: str, calling_ae: str, study_uid: str) -> Slot:
         """Reserve the open group of (``called_ae``, ``study_uid``), creating job and folder if needed.
 
-        The group cannot close while the block runs. Raises OSError/sqlite3.Error if the job
-        cannot be created.
+        The group cannot close until the slot is given to :meth:`release`. Raises
+        OSError/sqlite3.Error if the job cannot be created.
         """
         key = (called_ae, study_uid)
         with self._lock:
@@ -123,17 +122,27 @@ class Grouper:
                 group = self._create(called_ae, calling_ae, study_uid)
                 self._groups[key] = group
             group.inflight += 1
-        slot = Slot(group)
+        return Slot(group)
+
+    def release(self, slot: Slot) -> None:
+        """End a reservation; the instance counts if :meth:`Slot.stored` was called."""
+        group = slot._group
+        with self._lock:
+            group.inflight -= 1
+            group.last_seen = self._clock()
+            if slot.stored_sop is not None:
+                group.last_seen_wall = time.time()
+                group.sops.add(slot.stored_sop)
+                group.dirty = True
+
+    @contextmanager
+    def receiving(self, called_ae: str, calling_ae: str, study_uid: str) -> Iterator[Slot]:
+        """:meth:`reserve` for the duration of a ``with`` block."""
+        slot = self.reserve(called_ae, calling_ae, study_uid)
         try:
             yield slot
         finally:
-            with self._lock:
-                group.inflight -= 1
-                group.last_seen = self._clock()
-                if slot.stored_sop is not None:
-                    group.last_seen_wall = time.time()
-                    group.sops.add(slot.stored_sop)
-                    group.dirty = True
+            self.release(slot)
 
     def _create(self, called_ae: str, calling_ae: str, study_uid: str) -> _Group:
         binding = self._bindings(called_ae)

@@ -9,7 +9,10 @@ Association policy (A-ASSOCIATE-RJ result/source/reason per PS3.8 9.3.4):
 * more than ``max-associations`` at once: rejected-transient, service-provider (presentation),
   *local-limit-exceeded* (pynetdicom's own check).
 
-C-STORE status: 0x0000 only once the instance is durably in its job's folder; 0xA700 (out of
+C-STORE requests are received by :mod:`~appliance.adapter.pdata` (fragments written to disk as
+they arrive) or, for what it leaves to pynetdicom, by :meth:`StorageSCP._on_store`; both file
+the instance through :class:`~appliance.adapter.instance.IncomingInstance`, which decides the
+status: 0x0000 only once the instance is durably in its job's folder; 0xA700 (out of
 resources) when it could not be written (disk full, I/O error, job store unavailable); 0xA900
 when the dataset has no valid StudyInstanceUID; 0xC000 when it cannot be parsed at all or the
 SOP Instance UID is not a UID. The dataset is stored as received, never decoded and re-encoded.
@@ -18,10 +21,9 @@ SOP Instance UID is not a UID. The dataset is stored as received, never decoded 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from io import BytesIO
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.uid import UID, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
@@ -31,23 +33,20 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from appliance import __version__
-from appliance.adapter import wire
-from appliance.adapter.durable import write_durably
-from appliance.adapter.grouping import INSTANCE_SUFFIX, Grouper
-from appliance.adapter.identify import NotIdentifiable, Unparseable, identify, is_uid
-from appliance.adapter.transport import RequestHandler, cheap_context_copies
+from appliance.adapter import pdata, wire
+from appliance.adapter.grouping import Grouper
+from appliance.adapter.instance import SUCCESS, IncomingInstance
+from appliance.adapter.transport import RequestHandler, cheap_context_copies, on_new_association
 from appliance.config import ScpConfig
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
 
 LOG = logging.getLogger(__name__)
 
 #: Stable Implementation Class UID of the appliance (derived, so it never changes between runs).
 IMPLEMENTATION_CLASS_UID = generate_uid(entropy_srcs=["appliance", "dicom-adapter"])
 IMPLEMENTATION_VERSION_NAME = f"APPLIANCE_{__version__}"[:16]
-
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-DATASET_MISMATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
 
 # A-ASSOCIATE-RJ (result, source, diagnostic)
 _REJECT_CALLED = (0x01, 0x01, 0x07)
@@ -113,6 +112,8 @@ class StorageSCP:
             request_handler=RequestHandler,
         )
         cheap_context_copies(self._server)
+        # C-STORE datasets are written as they arrive, on each association's DUL thread.
+        on_new_association(self._server, lambda assoc: pdata.install(assoc, self.incoming))
         # So AE.shutdown() also stops this server, as for servers AE.start_server makes.
         self._ae._servers.append(self._server)
         self._thread = threading.Thread(target=self._server.serve_forever, name="scp-accept", daemon=True)
@@ -157,30 +158,22 @@ class StorageSCP:
         return SUCCESS
 
     def _on_store(self, event: Event) -> int:
+        # Requests the P-DATA receiver leaves to pynetdicom (see appliance.adapter.pdata) land here.
         request = cast(C_STORE, event.request)
-        sop_uid = str(request.AffectedSOPInstanceUID or "").strip("\0 ")
-        sop_class = str(request.AffectedSOPClassUID or "").strip("\0 ")
-        called = event.assoc.acceptor.ae_title
-        calling = str(event.assoc.requestor.ae_title).strip()
-        transfer_syntax = str(event.context.transfer_syntax)
-        # The SOP Instance UID becomes a file name: anything but a UID could escape the folder.
-        if not is_uid(sop_uid) or not is_uid(sop_class):
-            LOG.warning("C-STORE from %s: invalid SOP UID(s) %r/%r", calling, sop_class, sop_uid)
-            return CANNOT_UNDERSTAND
         dataset = request.DataSet
         assert isinstance(dataset, BytesIO)
+        instance = self.incoming(event.assoc, str(event.context.transfer_syntax),
+                                 str(request.AffectedSOPClassUID or ""),
+                                 str(request.AffectedSOPInstanceUID or ""))
         with dataset.getbuffer() as encoded:
-            try:
-                identity = identify(encoded, transfer_syntax)
-            except NotIdentifiable as exc:
-                LOG.warning("C-STORE %s from %s: %s", sop_uid, calling, exc)
-                return CANNOT_UNDERSTAND if isinstance(exc, Unparseable) else DATASET_MISMATCH
-            header = _file_header(sop_class, sop_uid, transfer_syntax, calling)
-            try:
-                with self._grouper.receiving(called, calling, identity.study_uid) as slot:
-                    write_durably(slot.input_dir, sop_uid + INSTANCE_SUFFIX, (header, encoded))
-                    slot.stored(sop_uid)
-            except (OSError, sqlite3.Error) as exc:
-                LOG.error("C-STORE %s from %s: not stored: %s", sop_uid, calling, exc)
-                return OUT_OF_RESOURCES
-        return SUCCESS
+            instance.feed(encoded)
+        return instance.finish()
+
+    def incoming(self, assoc: Association, transfer_syntax: str, sop_class: str,
+                 sop_uid: str) -> IncomingInstance:
+        """A C-STORE request's instance, ready to be fed its dataset (any thread of ``assoc``)."""
+        sop_uid = sop_uid.strip("\0 ")
+        sop_class = sop_class.strip("\0 ")
+        calling = str(assoc.requestor.ae_title).strip()
+        return IncomingInstance(self._grouper, assoc.acceptor.ae_title, calling, sop_class, sop_uid,
+                                transfer_syntax, _file_header(sop_class, sop_uid, transfer_syntax, calling))

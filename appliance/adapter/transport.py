@@ -1,7 +1,7 @@
 """Socket-level tuning of pynetdicom's acceptor: TCP_NODELAY, a PDU size guard, prompt wake-ups,
 and a cheaper C-STORE response path.
 
-Four measured problems of a stock pynetdicom 3.0 SCP, and what this module does about them:
+Measured problems of a stock pynetdicom 3.0 SCP, and what this module does about them:
 
 * **Nagle.** pynetdicom never sets ``TCP_NODELAY``; the small C-STORE-RSP then waits for the
   peer's delayed ACK. :class:`RequestHandler` sets it on every accepted socket.
@@ -23,14 +23,18 @@ Four measured problems of a stock pynetdicom 3.0 SCP, and what this module does 
   P-DATA-TF needs no state change (PS3.8 9.2, action DT-1 stays in Sta6), so the association
   thread writes the response PDU itself, under a per-socket lock shared with the DUL thread's
   sends. Only when nothing is queued before it: the SCP is synchronous (one operation at a
-  time), so there is no earlier response it could overtake.
+  time), so there is no earlier response it could overtake. :func:`send_command` does this,
+  also for the C-STORE-RSPs that :mod:`appliance.adapter.pdata` sends from the DUL thread.
 * **Per-association copies.** pynetdicom deep-copies the server's presentation contexts for every
   association: ~130 storage SOP classes x every transfer syntax, ~18 % of the CPU of a
   200-instance association. :func:`cheap_context_copies` makes that copy shallow where that is
   exact (a context's only mutable member is its transfer syntax list).
 * **Unbounded PDUs.** pynetdicom reads whatever length a PDU header announces. :class:`_Socket`
   refuses (drops the connection) a PDU larger than ``limit`` bytes, and reads with
-  ``recv_into`` into one buffer instead of 4 KiB ``recv`` calls.
+  ``recv_into`` into one buffer instead of 4 KiB ``recv`` calls (:meth:`_Socket.recv_view`:
+  one buffer reused for every PDU). Bytes read can be given back (:meth:`_Socket.unread`) for
+  pynetdicom's own reader, which is how :mod:`appliance.adapter.pdata` hands over the PDUs it
+  does not handle itself. :func:`on_new_association` lets the SCP hook each new association.
 
 The wake-ups replace the ``time`` module that ``pynetdicom.association`` and ``pynetdicom.dul``
 imported by a shim; threads without a wake-up installed (requestor associations, e.g. the
@@ -49,6 +53,7 @@ import socket
 import struct
 import threading
 import time as _time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pynetdicom.association as _association_module
@@ -65,12 +70,14 @@ from appliance.adapter import wire
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
+    from pynetdicom.dul import DULServiceProvider
     from pynetdicom.transport import AssociationServer
 
 #: PDUs other than P-DATA (association requests with many contexts) may exceed the negotiated
 #: maximum; 64 KiB is far above what any real A-ASSOCIATE-RQ needs.
 _MIN_PDU_LIMIT = 64 * 1024
 _WAITER = "_appliance_wait"
+_HOOK = "_appliance_on_association"
 _P_DATA_TF = struct.Struct(">BBIIBB")
 
 
@@ -153,15 +160,20 @@ def _install_wakeups(assoc: Association) -> None:
     dul.to_provider_queue = _WakingQueue(wake_dul)
     # The pipe lives as long as the DUL thread; closing it when the association object is
     # collected would race the thread, so close it from the thread that ends last.
+    on_dul_exit(dul, close_pipe)
+
+
+def on_dul_exit(dul: DULServiceProvider, callback: Callable[[], None]) -> None:
+    """Run ``callback`` on ``dul``'s thread when it ends, however it ends (before it starts)."""
     original_run = dul.run
 
-    def run_then_close() -> None:
+    def run_then_callback() -> None:
         try:
             original_run()
         finally:
-            close_pipe()
+            callback()
 
-    dul.run = run_then_close  # type: ignore[method-assign]
+    dul.run = run_then_callback  # type: ignore[method-assign]
 
 
 def _install_fast_store_response(assoc: Association) -> None:
@@ -181,55 +193,104 @@ def _install_fast_store_response(assoc: Association) -> None:
             encoded = wire.store_response(str(primitive.AffectedSOPClassUID or ""),
                                           primitive.MessageIDBeingRespondedTo, primitive.Status,
                                           str(primitive.AffectedSOPInstanceUID or ""))
-        limit = dimse.maximum_pdu_size
-        if encoded is None or (limit and len(encoded) + 6 > limit):
+        if encoded is None or not send_command(assoc, context_id, encoded):
             stock_send(primitive, context_id)
-            return
-        dul = dimse.dul
-        sock = dul.socket
-        if (isinstance(sock, _Socket) and dul.state_machine.current_state == "Sta6"
-                and dul.to_provider_queue.empty()):
-            # P-DATA-TF PDU (PS3.8 9.3.5): type 4, length; one PDV item: length, context ID,
-            # message control header 0x03 (command, last fragment; PS3.8 E.2), the command set.
-            sock.send(_P_DATA_TF.pack(0x04, 0, len(encoded) + 6, len(encoded) + 2, context_id, 0x03)
-                      + encoded)
-            return
-        pdata = P_DATA()
-        pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
-        dul.send_pdu(pdata)
 
     dimse.send_msg = send_msg  # type: ignore[method-assign]
 
 
+def send_command(assoc: Association, context_id: int, encoded: bytes) -> bool:
+    """Send ``encoded``, a command set with no data set, as one P-DATA-TF; False if it does not fit.
+
+    On the socket at once when nothing is queued before it in state Sta6 (see the module doc),
+    else through pynetdicom's queue. False (nothing sent) when the PDU would exceed the peer's
+    maximum PDU length: the caller then sends through pynetdicom, which fragments.
+    """
+    dimse = assoc.dimse
+    limit = dimse.maximum_pdu_size
+    if limit and len(encoded) + 6 > limit:
+        return False
+    dul = dimse.dul
+    sock = dul.socket
+    if (isinstance(sock, _Socket) and dul.state_machine.current_state == "Sta6"
+            and dul.to_provider_queue.empty()):
+        # P-DATA-TF PDU (PS3.8 9.3.5): type 4, length; one PDV item: length, context ID,
+        # message control header 0x03 (command, last fragment; PS3.8 E.2), the command set.
+        sock.send(_P_DATA_TF.pack(0x04, 0, len(encoded) + 6, len(encoded) + 2, context_id, 0x03)
+                  + encoded)
+        return True
+    pdata = P_DATA()
+    pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
+    dul.send_pdu(pdata)
+    return True
+
+
 class _Socket(AssociationSocket):
-    """An acceptor socket that refuses oversized PDUs and reads each PDU with few syscalls."""
+    """An acceptor socket that refuses oversized PDUs, reads each PDU with few syscalls, and
+    can take bytes back (:meth:`unread`) for pynetdicom's own PDU reader to read again."""
 
     limit: int = _MIN_PDU_LIMIT
     send_lock: threading.Lock
+    _pushback: bytes
+    _buffer: bytearray
+
+    def adopt(self, limit: int) -> None:
+        """Set up the attributes of a wrapper just re-classed to this class."""
+        self.send_lock = threading.Lock()
+        self.limit = limit
+        self._pushback = b""
+        self._buffer = bytearray()
 
     def send(self, bytestream: bytes) -> None:
         # Two threads send on an acceptor socket (see the module doc); a PDU must not interleave.
         with self.send_lock:
             super().send(bytestream)
 
+    @property
+    def ready(self) -> bool:
+        """True if data can be read: bytes given back, or data on the socket."""
+        return bool(self._pushback) or bool(super().ready)
+
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back: the next reads return it before anything from the socket."""
+        self._pushback = data + self._pushback
+
     def recv(self, nr_bytes: int) -> bytearray:
         if nr_bytes > self.limit:
             # Raising OSError is what pynetdicom treats as "connection closed" (Evt17): the
             # association is dropped without reading or allocating the announced length.
             raise OSError(f"peer announced a {nr_bytes}-byte PDU, more than the {self.limit} allowed")
+        buffer = bytearray(nr_bytes)
+        with memoryview(buffer) as view:
+            got = self._fill(view)
+        if got < nr_bytes:  # peer closed: pynetdicom expects the short read
+            del buffer[got:]
+        return buffer
+
+    def recv_view(self, nr_bytes: int) -> memoryview:
+        """Read ``nr_bytes`` (fewer if the peer closed) into a buffer reused by the next call.
+
+        The view is valid until the next call; no new buffer per PDU. Caller checks the limit.
+        """
+        if len(self._buffer) < nr_bytes:
+            self._buffer = bytearray(nr_bytes)
+        view = memoryview(self._buffer)[:nr_bytes]
+        return view[:self._fill(view)]
+
+    def _fill(self, view: memoryview) -> int:
+        got = 0
+        if self._pushback:
+            got = min(len(self._pushback), len(view))
+            view[:got] = self._pushback[:got]
+            self._pushback = self._pushback[got:]
         sock = self.socket
         assert sock is not None
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        got = 0
-        while got < nr_bytes:
-            n = sock.recv_into(view[got:], nr_bytes - got)
-            if n == 0:  # peer closed: pynetdicom expects the short read
-                del view
-                return buffer[:got]
+        while got < len(view):
+            n = sock.recv_into(view[got:], len(view) - got)
+            if n == 0:
+                break
             got += n
-        del view
-        return buffer
+        return got
 
 
 class RequestHandler(_PynetdicomRequestHandler):
@@ -248,10 +309,13 @@ class RequestHandler(_PynetdicomRequestHandler):
         wrapper = assoc.dul.socket
         assert wrapper is not None
         wrapper.__class__ = _Socket
-        wrapper.send_lock = threading.Lock()  # type: ignore[attr-defined]
-        wrapper.limit = max(self.ae.maximum_pdu_size or 0, _MIN_PDU_LIMIT) + 6  # type: ignore[attr-defined]
+        assert isinstance(wrapper, _Socket)
+        wrapper.adopt(max(self.ae.maximum_pdu_size or 0, _MIN_PDU_LIMIT) + 6)
         _install_wakeups(assoc)
         _install_fast_store_response(assoc)
+        hook: Callable[[Association], None] | None = getattr(self.server, _HOOK, None)
+        if hook is not None:
+            hook(assoc)
         return assoc
 
 
@@ -270,6 +334,11 @@ class _Contexts(list[PresentationContext]):
 def cheap_context_copies(server: AssociationServer) -> None:
     """Make the per-association copy of ``server``'s contexts cheap (see the module doc)."""
     server.contexts = _Contexts(server.contexts)
+
+
+def on_new_association(server: AssociationServer, hook: Callable[[Association], None]) -> None:
+    """Call ``hook`` with each association ``server`` accepts, before its threads start."""
+    setattr(server, _HOOK, hook)
 
 
 def set_nodelay(sock: socket.socket | None) -> None:

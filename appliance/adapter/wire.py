@@ -66,3 +66,44 @@ def store_response(sop_class: str, message_id: int, status: int, sop_instance: s
         _implicit(0x1000, _even(sop_instance.encode("ascii"), b"\0")),
     ))
     return _implicit(0x0000, struct.pack("<I", len(elements))) + elements
+
+
+_ELEMENT = struct.Struct("<HHI")
+_US = struct.Struct("<H")
+
+
+def parse_command(encoded: bytes | bytearray | memoryview) -> dict[int, bytes]:
+    """The elements of an encoded command set (implicit VR little endian, group 0000), raw.
+
+    Maps the element number (e.g. ``0x0100`` for CommandField) to its value bytes. Raises
+    ValueError for anything that is not a well-formed command set.
+    """
+    elements: dict[int, bytes] = {}
+    pos, end = 0, len(encoded)
+    while pos < end:
+        if pos + 8 > end:
+            raise ValueError("command set ends inside an element header")
+        group, element, length = _ELEMENT.unpack_from(encoded, pos)
+        pos += 8
+        if group != 0x0000 or pos + length > end:
+            raise ValueError(f"not a command element: ({group:04X},{element:04X}), {length} bytes")
+        elements[element] = bytes(encoded[pos:pos + length])
+        pos += length
+    return elements
+
+
+def command_us(elements: dict[int, bytes], element: int) -> int | None:
+    """The value of a US element of :func:`parse_command`'s result, or None if absent or not 2 bytes."""
+    value = elements.get(element)
+    return _US.unpack(value)[0] if value is not None and len(value) == 2 else None
+
+
+def command_uid(elements: dict[int, bytes], element: int) -> str | None:
+    """A UI element of :func:`parse_command`'s result without its padding, or None if absent or not ASCII."""
+    value = elements.get(element)
+    if value is None:
+        return None
+    try:
+        return value.decode("ascii").strip("\0 ")
+    except UnicodeDecodeError:
+        return None

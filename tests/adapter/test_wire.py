@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+from io import BytesIO
 from pathlib import Path
 
 import pytest
-from ctseries import write_series
+from ctseries import Series, write_series
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -54,9 +55,9 @@ def test_store_response_matches_pynetdicom(status: int) -> None:
     assert wire.store_response(CT, 7, status, "1.2.3.45") == encode(message.command_set, True, True)
 
 
-@pytest.mark.parametrize("implicit", [False, True])
-@pytest.mark.parametrize("sequence", [None, "defined", "undefined"])
-def test_identify_scan_agrees_with_pydicom(tmp_path: Path, implicit: bool, sequence: str | None) -> None:
+def _ct_dataset(tmp_path: Path, implicit: bool, sequence: str | None) -> tuple[Series, bytes]:
+    """A small CT slice, encoded; with ``sequence``, a (``defined`` or ``undefined``-length)
+    sequence before the study UID."""
     series = write_series(tmp_path, 1, rows=16, cols=16)
     ds = dcmread(series.files[0])
     if sequence:
@@ -67,7 +68,14 @@ def test_identify_scan_agrees_with_pydicom(tmp_path: Path, implicit: bool, seque
     fp = DicomBytesIO()
     fp.is_little_endian, fp.is_implicit_VR = True, implicit
     write_dataset(fp, ds)
-    encoded = memoryview(fp.getvalue())
+    return series, fp.getvalue()
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize("sequence", [None, "defined", "undefined"])
+def test_identify_scan_agrees_with_pydicom(tmp_path: Path, implicit: bool, sequence: str | None) -> None:
+    series, data = _ct_dataset(tmp_path, implicit, sequence)
+    encoded = memoryview(data)
     expected = identify.Identity(series.study_uid, series.series_uid)
     assert identify.identify(encoded, IMPLICIT if implicit else EXPLICIT) == expected
     # The in-place scan answers unless an undefined length forces the pydicom path.
@@ -95,3 +103,44 @@ def test_context_copies_equal_deep_copies() -> None:
     assert [vars(c) for c in cheap] == [vars(c) for c in deep]
     assert all(a is not b and a._transfer_syntax is not b._transfer_syntax
                for a, b in zip(cheap, contexts, strict=True))
+
+
+def test_parse_command_reads_what_pynetdicom_encodes() -> None:
+    from pynetdicom.dimse_messages import C_STORE_RQ
+
+    req = C_STORE()
+    req.MessageID = 513
+    req.AffectedSOPClassUID = CT
+    req.AffectedSOPInstanceUID = "1.2.3.45"
+    req.Priority = 2
+    req.DataSet = BytesIO(b"\0" * 8)
+    message = C_STORE_RQ()
+    message.primitive_to_message(req)
+    encoded = encode(message.command_set, True, True)
+    elements = wire.parse_command(encoded)
+    assert wire.command_us(elements, 0x0100) == 0x0001
+    assert wire.command_us(elements, 0x0110) == 513
+    assert wire.command_us(elements, 0x0700) == 2
+    assert wire.command_us(elements, 0x0800) != 0x0101
+    assert wire.command_uid(elements, 0x0002) == CT
+    assert wire.command_uid(elements, 0x1000) == "1.2.3.45"
+    assert wire.command_us(elements, 0x0120) is None and wire.command_uid(elements, 0x1030) is None
+    for broken in (encoded[:-1], encoded[:5], b"\x08\x00" + encoded[2:]):
+        with pytest.raises(ValueError):
+            wire.parse_command(broken)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize("sequence", [None, "defined", "undefined"])
+def test_identify_head_agrees_with_identify_on_every_prefix(tmp_path: Path, implicit: bool,
+                                                             sequence: str | None) -> None:
+    _, encoded = _ct_dataset(tmp_path, implicit, sequence)
+    syntax = IMPLICIT if implicit else EXPLICIT
+    whole = identify.identify(encoded, syntax)
+    answers = [identify.identify_head(memoryview(encoded)[:k], syntax) for k in range(len(encoded) + 1)]
+    # An answer, once given, is final and is identify()'s; until then: read on, or wait for the end.
+    first = next(k for k, a in enumerate(answers) if a is not identify.Head.MORE)
+    assert all(a is identify.Head.MORE for a in answers[:first])
+    assert all(a == answers[first] for a in answers[first:])
+    assert answers[first] == (identify.Head.WHOLE if sequence == "undefined" else whole)
+    assert identify.identify_head(encoded, "1.2.840.10008.1.2.2") is identify.Head.WHOLE  # big endian

@@ -1,0 +1,110 @@
+"""IncomingInstance: a dataset fed in fragments of any size is filed exactly, or fails cleanly."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ctseries import write_series
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+
+from appliance.adapter import durable, instance
+from appliance.adapter.grouping import Grouper
+from appliance.adapter.instance import IncomingInstance
+from appliance.jobs import JobStore, PayloadLayout
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT = "1.2.840.10008.1.2.1"
+HEADER = b"\0" * 128 + b"DICM" + b"META"  # any bytes: the header is written as given
+
+
+@pytest.fixture
+def grouper(tmp_path: Path) -> Iterator[Grouper]:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    yield Grouper(store, PayloadLayout(tmp_path / "payloads"), lambda _title: None, quiet_seconds=0)
+    store.close()
+
+
+def _dataset(tmp_path: Path) -> tuple[bytes, str]:
+    """The encoded dataset (explicit VR LE) of a small CT slice and its SOP Instance UID."""
+    series = write_series(tmp_path / "ct", 1, rows=32, cols=32)
+    ds = dcmread(series.files[0])
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, ds)
+    return fp.getvalue(), series.sop_uids[0]
+
+
+def _receive(grouper: Grouper, sop_uid: str, dataset: bytes, size: int) -> int:
+    incoming = IncomingInstance(grouper, "OrganSeg", "SENDER", CT, sop_uid, EXPLICIT, HEADER)
+    for start in range(0, len(dataset), size):
+        incoming.feed(memoryview(dataset)[start:start + size])
+    return incoming.finish()
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("size", [1, 7, 100, 4096, 1 << 30])
+def test_fragments_of_any_size_give_the_same_file(grouper: Grouper, tmp_path: Path, size: int) -> None:
+    dataset, sop_uid = _dataset(tmp_path)
+    assert _receive(grouper, sop_uid, dataset, size) == instance.SUCCESS
+    (job,) = grouper.tick()
+    (path,) = _files(tmp_path / "payloads")
+    assert path.name == f"{sop_uid}.dcm" and path.parent.name == "input" and path.parent.parent.name == job.id
+    assert path.read_bytes() == HEADER + dataset
+    assert job.instance_count == 1
+
+
+def test_failures_answer_their_status_and_leave_nothing(grouper: Grouper, tmp_path: Path) -> None:
+    dataset, sop_uid = _dataset(tmp_path)
+    assert _receive(grouper, "../../evil", dataset, 100) == instance.CANNOT_UNDERSTAND
+    assert _receive(grouper, sop_uid, os.urandom(3000), 100) in (instance.CANNOT_UNDERSTAND,
+                                                                  instance.DATASET_MISMATCH)
+    no_study = Dataset()
+    no_study.PatientID = "X"
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, no_study)
+    assert _receive(grouper, sop_uid, fp.getvalue(), 5) == instance.DATASET_MISMATCH
+    assert grouper.open_groups() == 0
+    assert _files(tmp_path / "payloads") == []
+
+
+def test_write_error_answers_out_of_resources(grouper: Grouper, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset, sop_uid = _dataset(tmp_path)
+    real_write = os.write
+    budget = [len(HEADER) + 500]  # the disk fills up inside the data set
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if len(data) > budget[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        budget[0] -= len(data)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(durable.os, "write", write)
+    assert _receive(grouper, sop_uid, dataset, 256) == instance.OUT_OF_RESOURCES
+    assert grouper.tick() == []  # nothing stored: the group is discarded, no job
+    assert _files(tmp_path / "payloads") == []
+
+
+def test_abort_mid_dataset_deletes_the_temporary_and_frees_the_group(grouper: Grouper, tmp_path: Path) -> None:
+    dataset, sop_uid = _dataset(tmp_path)
+    incoming = IncomingInstance(grouper, "OrganSeg", "SENDER", CT, sop_uid, EXPLICIT, HEADER)
+    incoming.feed(dataset[:2000])
+    (temporary,) = _files(tmp_path / "payloads")
+    assert temporary.name.startswith(durable.TEMP_PREFIX)
+    assert grouper.tick() == []  # in flight: the group stays open
+    assert grouper.open_groups() == 1
+    incoming.abort()
+    incoming.abort()  # idempotent
+    assert _files(tmp_path / "payloads") == []
+    assert grouper.tick() == [] and grouper.open_groups() == 0
