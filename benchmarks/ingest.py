@@ -4,7 +4,9 @@ Receivers: dcmtk ``storescp``, Orthanc, a stock pynetdicom SCP (writes ``encoded
 no fsync, TCP_NODELAY on its accepted sockets) and the appliance's adapter exactly as shipped
 (default configuration; durable writes: fdatasync + rename + directory fsync before each
 acknowledgement; there is no switch to turn them off). All peers run with
-``TCP_NODELAY=1``. Each receiver gets ``--repeat`` runs; the median is reported, in
+``TCP_NODELAY=1``. All four run at once and are measured in ``--repeat`` interleaved rounds
+(one run of each per round, the page cache written out before each run, see :func:`measure`),
+so a change in the machine's load touches every receiver alike; the median is reported, in
 instances/s and MB/s (1 MB = 10^6 bytes of file data), with the adapter's ratio to dcmtk.
 
     .venv/bin/python benchmarks/ingest.py --slices 200 --repeat 3
@@ -16,6 +18,7 @@ printed before and after, so a run on a busy host can be recognised as such. Nee
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -28,7 +31,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import yaml
@@ -108,11 +111,21 @@ def send(port: int, called: str, files: list[Path]) -> float:
     return elapsed
 
 
-def measure(name: str, run: Callable[[], float], repeat: int) -> float:
-    times = [run() for _ in range(repeat)]
-    median = statistics.median(times)
-    print(f"  {name:<24} runs: {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
-    return median
+def measure(runs: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
+    """Median seconds of each receiver over ``repeat`` rounds; each round runs every receiver once.
+
+    Before each timed run the page cache is written out (``sync``, untimed): receivers that do
+    not fsync leave ~100 MB of dirty pages per run, and their writeback would otherwise land on
+    whichever receiver runs next (on ext4 it joins that receiver's journal commits).
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            os.sync()
+            times[name].append(run())
+    for name, values in times.items():
+        print(f"  {name:<24} runs: {', '.join(f'{t:.2f}' for t in values)} s", flush=True)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> int:
@@ -131,78 +144,87 @@ def main() -> int:
         series = write_series(work / "series", args.slices)
         files = list(series.files)
         total_bytes = sum(p.stat().st_size for p in files)
-        print(f"{len(files)} slices 512x512 int16, {total_bytes / 1e6:.1f} MB, {args.repeat} run(s) each; "
-              f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPU(s)")
-        results: dict[str, float] = {}
-
-        port = free_port()
-        out = work / "dcmtk"
-        out.mkdir()
-        with process([STORESCP, "-od", str(out), "-aet", "STORESCP", str(port)], port, work / "dcmtk.log"):
-            results["dcmtk storescp"] = measure("dcmtk storescp", lambda: send(port, "STORESCP", files),
-                                                args.repeat)
-
-        orthanc = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
-        if orthanc:
-            port, http = free_port(), free_port()
-            cfg = work / "orthanc"
-            cfg.mkdir()
-            (cfg / "orthanc.json").write_text(json.dumps({
-                "DicomAet": "ORTHANC", "DicomPort": port, "HttpPort": http, "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False, "StorageDirectory": str(cfg / "db"),
-                "IndexDirectory": str(cfg / "db"), "Plugins": []}))
-
-            def to_orthanc() -> float:
-                elapsed = send(port, "ORTHANC", files)
-                # Delete between runs so each run stores, rather than overwrites.
-                req = urllib.request.Request(f"http://127.0.0.1:{http}/studies", method="GET")
-                with urllib.request.urlopen(req) as r:
-                    for study in json.loads(r.read()):
-                        urllib.request.urlopen(urllib.request.Request(
-                            f"http://127.0.0.1:{http}/studies/{study}", method="DELETE")).close()
-                return elapsed
-
-            with process([orthanc, str(cfg)], port, work / "orthanc.log"):
-                results["Orthanc"] = measure("Orthanc", to_orthanc, args.repeat)
-        else:
-            print("  Orthanc not installed: skipped")
-
-        port = free_port()
-        out = work / "pynetdicom"
-        out.mkdir()
-        script = work / "stock_scp.py"
-        script.write_text(_STOCK_SCP)
-        with process([sys.executable, str(script), str(out), str(port)], port, work / "pynetdicom.log"):
-            results["pynetdicom (stock)"] = measure("pynetdicom (stock)", lambda: send(port, "ANY", files),
-                                                    args.repeat)
-
-        port = free_port()
-        config = {
-            "dicom": {"scp": {"port": port, "bind-address": "127.0.0.1", "max-associations": 4,
-                              "ae-titles": [{"ae-title": "OrganSeg"}]}},
-            "storage": {"root": str(work / "adapter")},
-            "completion": {"quiet-seconds": 0.5},
-        }
-        (work / "adapter.yaml").write_text(yaml.safe_dump(config))
-        with process([str(APPLIANCE), "adapter", "--config", str(work / "adapter.yaml"), "--log-level", "WARNING"],
-                     port, work / "adapter.log"):
-            results["adapter (durable)"] = measure("adapter (durable)", lambda: send(port, "OrganSeg", files),
-                                                   args.repeat)
-
-        print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
-        print(f"{'receiver':<24} {'median s':>9} {'inst/s':>8} {'MB/s':>8}")
-        for name, seconds in results.items():
-            print(f"{name:<24} {seconds:>9.3f} {len(files) / seconds:>8.1f} {total_bytes / 1e6 / seconds:>8.1f}")
-        ratio = results["dcmtk storescp"] / results["adapter (durable)"]
-        verdict = "met" if ratio >= 0.5 else "NOT met"
-        print(f"\nRATIO adapter (durable) rate / dcmtk rate = {ratio:.2f}  (target >= 0.50: {verdict})")
-        if "Orthanc" in results:
-            vs_orthanc = results["Orthanc"] / results["adapter (durable)"]
-            verdict = "met" if vs_orthanc > 1 else "NOT met"
-            print(f"RATIO adapter (durable) rate / Orthanc rate = {vs_orthanc:.2f}  (target > 1: {verdict})")
+        print(f"{len(files)} slices 512x512 int16, {total_bytes / 1e6:.1f} MB, {args.repeat} round(s), "
+              f"receivers interleaved; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPU(s)")
+        with ExitStack() as receivers:
+            runs = start_receivers(receivers, work, files)
+            results = measure(runs, args.repeat)
+        report(results, len(files), total_bytes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def start_receivers(stack: ExitStack, work: Path, files: list[Path]) -> dict[str, Callable[[], float]]:
+    """Start every receiver (stopped when ``stack`` closes); return a timed send to each."""
+    runs: dict[str, Callable[[], float]] = {}
+    port = free_port()
+    out = work / "dcmtk"
+    out.mkdir()
+    stack.enter_context(process([STORESCP, "-od", str(out), "-aet", "STORESCP", str(port)], port,
+                                work / "dcmtk.log"))
+    runs["dcmtk storescp"] = functools.partial(send, port, "STORESCP", files)
+
+    orthanc = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
+    if orthanc:
+        port, http = free_port(), free_port()
+        cfg = work / "orthanc"
+        cfg.mkdir()
+        (cfg / "orthanc.json").write_text(json.dumps({
+            "DicomAet": "ORTHANC", "DicomPort": port, "HttpPort": http, "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "StorageDirectory": str(cfg / "db"),
+            "IndexDirectory": str(cfg / "db"), "Plugins": []}))
+
+        def to_orthanc(port: int = port, http: int = http) -> float:
+            elapsed = send(port, "ORTHANC", files)
+            # Delete between runs so each run stores, rather than overwrites.
+            req = urllib.request.Request(f"http://127.0.0.1:{http}/studies", method="GET")
+            with urllib.request.urlopen(req) as r:
+                for study in json.loads(r.read()):
+                    urllib.request.urlopen(urllib.request.Request(
+                        f"http://127.0.0.1:{http}/studies/{study}", method="DELETE")).close()
+            return elapsed
+
+        stack.enter_context(process([orthanc, str(cfg)], port, work / "orthanc.log"))
+        runs["Orthanc"] = to_orthanc
+    else:
+        print("  Orthanc not installed: skipped")
+
+    port = free_port()
+    out = work / "pynetdicom"
+    out.mkdir()
+    script = work / "stock_scp.py"
+    script.write_text(_STOCK_SCP)
+    stack.enter_context(process([sys.executable, str(script), str(out), str(port)], port, work / "pynetdicom.log"))
+    runs["pynetdicom (stock)"] = functools.partial(send, port, "ANY", files)
+
+    port = free_port()
+    config = {
+        "dicom": {"scp": {"port": port, "bind-address": "127.0.0.1", "max-associations": 4,
+                          "ae-titles": [{"ae-title": "OrganSeg"}]}},
+        "storage": {"root": str(work / "adapter")},
+        "completion": {"quiet-seconds": 0.5},
+    }
+    (work / "adapter.yaml").write_text(yaml.safe_dump(config))
+    stack.enter_context(process([str(APPLIANCE), "adapter", "--config", str(work / "adapter.yaml"),
+                                 "--log-level", "WARNING"], port, work / "adapter.log"))
+    runs["adapter (durable)"] = functools.partial(send, port, "OrganSeg", files)
+    return runs
+
+
+def report(results: dict[str, float], count: int, total_bytes: int) -> None:
+    """Print the medians, rates and the adapter's ratios to dcmtk and Orthanc."""
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"{'receiver':<24} {'median s':>9} {'inst/s':>8} {'MB/s':>8}")
+    for name, seconds in results.items():
+        print(f"{name:<24} {seconds:>9.3f} {count / seconds:>8.1f} {total_bytes / 1e6 / seconds:>8.1f}")
+    ratio = results["dcmtk storescp"] / results["adapter (durable)"]
+    verdict = "met" if ratio >= 0.5 else "NOT met"
+    print(f"\nRATIO adapter (durable) rate / dcmtk rate = {ratio:.2f}  (target >= 0.50: {verdict})")
+    if "Orthanc" in results:
+        vs_orthanc = results["Orthanc"] / results["adapter (durable)"]
+        verdict = "met" if vs_orthanc > 1 else "NOT met"
+        print(f"RATIO adapter (durable) rate / Orthanc rate = {vs_orthanc:.2f}  (target > 1: {verdict})")
 
 
 if __name__ == "__main__":
