@@ -76,7 +76,7 @@ def test_hardening_scores(appliance_host) -> None:  # type: ignore[no-untyped-de
 
 
 def test_study_from_outside_comes_back_as_seg(appliance_host, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    report = roundtrip.roundtrip(appliance_host.backend.name, "OrganSeg", tmp_path, timeout_s=240)
+    report = roundtrip.roundtrip(appliance_host.backend.get_hostname(), "OrganSeg", tmp_path, timeout_s=240)
     seg = pydicom.dcmread(report.seg_path)
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == report.study_uid
     assert report.job["state"] == "done" and report.job["instance_count"] == report.instances
@@ -86,13 +86,13 @@ def test_study_from_outside_comes_back_as_seg(appliance_host, tmp_path) -> None:
 
 def test_unknown_source_is_refused(appliance_host, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, files = roundtrip.make_study(tmp_path / "study", slices=8)
-    address = roundtrip.container_ip(appliance_host.backend.name)
+    address = roundtrip.container_ip(appliance_host.backend.get_hostname())
     with pytest.raises(RuntimeError, match="failed"):
         roundtrip.push(address, 104, "OrganSeg", files, calling_ae="STRANGER")
 
 
 def test_restart_mid_study_loses_nothing_acknowledged(appliance_host, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    container = appliance_host.backend.name
+    container = appliance_host.backend.get_hostname()
     address = roundtrip.container_ip(container)
     study_uid, files = roundtrip.make_study(tmp_path / "study", slices=40)
     roundtrip.push(address, 104, "OrganSeg", files[:20])

@@ -38,7 +38,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 # The files that make the package; anything else in the checkout does not change the bundle.
-SOURCE_GLOBS = ("pyproject.toml", "README.md", "appliance/**/*.py", "appliance/**/*.yaml")
+SOURCE_GLOBS = ("pyproject.toml", "appliance/**/*.py", "appliance/**/*.yaml")
 # manylinux tags up to glibc 2.35 (Ubuntu 22.04, the oldest supported release).
 GLIBC_MINORS = range(17, 36)
 
@@ -63,6 +63,8 @@ def stage_sources(source: Path, stage: Path, local_version: str) -> None:
         target = stage / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
+    # The package's long description: a pointer, so that editing the project README is not a new version.
+    (stage / "README.md").write_text("The appliance: see README.md in the project's repository.\n")
     pyproject = stage / "pyproject.toml"
     text, count = re.subn(r'^version = "([^"+]+)"', rf'version = "\1+{local_version}"',
                           pyproject.read_text(), count=1, flags=re.MULTILINE)
