@@ -37,11 +37,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "adapter"))
-from adapterkit import system_tool  # noqa: E402
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "adapter")]
 from ctseries import write_series  # noqa: E402
 
-ENV = {**os.environ, "TCP_NODELAY": "1"}
+from harness.peers import nodelay_env, system_tool  # noqa: E402
+
+ENV = nodelay_env()
 # dcmtk's tools, not the same-named pynetdicom apps in the virtualenv's bin.
 STORESCU = system_tool("storescu")
 STORESCP = system_tool("storescp")

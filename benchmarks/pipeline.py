@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from e2e.e2ekit import Orthanc, Stack, free_port, seg_in_orthanc, stack_config, storescu  # noqa: E402
 
 from appliance.jobs import Job, JobState, JobStore  # noqa: E402

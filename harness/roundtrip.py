@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +21,7 @@ from typing import Any
 import pydicom
 
 from appliance.phantom import PhantomSpec, write_phantom
+from harness.peers import nodelay_env, system_tool
 
 LISTEN_AE = "WORKSTATION"
 LISTEN_PORT = 11112
@@ -32,18 +30,11 @@ APPLIANCE = "/opt/appliance/venv/bin/appliance"
 
 
 def dcmtk(binary: str) -> str:
-    """Path of dcmtk's ``binary`` (pynetdicom installs same-named apps into virtualenvs: skip those)."""
-    venv_bin = Path(sys.prefix, "bin").resolve()
-    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and Path(d).resolve() != venv_bin]
-    path = shutil.which(binary, path=os.pathsep.join(dirs))
+    """Path of dcmtk's ``binary`` (not pynetdicom's same-named app); raises if not installed."""
+    path = system_tool(binary)
     if path is None:
         raise RuntimeError(f"dcmtk's {binary} is not installed (apt-get install dcmtk)")
     return path
-
-
-def _tcp_nodelay() -> dict[str, str]:
-    # dcmtk leaves Nagle on unless told: ~45 ms per instance otherwise.
-    return {**os.environ, "TCP_NODELAY": "1"}
 
 
 def container_ip(container: str) -> str:
@@ -77,7 +68,7 @@ def listener(folder: Path, port: int = LISTEN_PORT, ae: str = LISTEN_AE) -> Iter
     folder.mkdir(parents=True, exist_ok=True)
     log = (folder.parent / "storescp.log").open("ab")
     proc = subprocess.Popen([dcmtk("storescp"), "-aet", ae, "-od", str(folder), str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=_tcp_nodelay())
+                            stdout=log, stderr=subprocess.STDOUT, env=nodelay_env())
     try:
         time.sleep(0.3)
         if proc.poll() is not None:
@@ -93,7 +84,7 @@ def push(address: str, port: int, called_ae: str, files: list[Path], calling_ae:
     """Send ``files`` in one association with dcmtk ``storescu``; returns the seconds it took."""
     start = time.monotonic()
     out = subprocess.run([dcmtk("storescu"), "-aet", calling_ae, "-aec", called_ae, address, str(port),
-                          *map(str, files)], capture_output=True, text=True, env=_tcp_nodelay(), check=False)
+                          *map(str, files)], capture_output=True, text=True, env=nodelay_env(), check=False)
     if out.returncode != 0:
         raise RuntimeError(f"storescu to {called_ae}@{address}:{port} failed ({out.returncode}): {out.stderr[-2000:]}")
     return time.monotonic() - start

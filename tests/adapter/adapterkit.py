@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.peers import nodelay_env, system_tool
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 APPLIANCE = Path(sys.executable).with_name("appliance")
@@ -30,17 +32,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def system_tool(binary: str) -> str | None:
-    """Path of ``binary`` on PATH outside this virtualenv, or None.
-
-    pynetdicom installs its own ``storescu``/``echoscu``/``storescp`` into the virtualenv's bin;
-    the tests and benchmarks mean dcmtk's, so the virtualenv's folder is skipped.
-    """
-    venv_bin = Path(sys.prefix, "bin").resolve()
-    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and Path(d).resolve() != venv_bin]
-    return shutil.which(binary, path=os.pathsep.join(dirs))
 
 
 def need(binary: str) -> str:
@@ -61,11 +52,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
-
-
-def nodelay_env() -> dict[str, str]:
-    """Environment for dcmtk/Orthanc peers: Nagle off (see ENVIRONMENT.md)."""
-    return {**os.environ, "TCP_NODELAY": "1"}
 
 
 def base_config(root: Path, port: int, **overrides: Any) -> dict[str, Any]:
