@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from appliance.adapter.durable import make_dirs, remove_temporaries
-from appliance.config import AeTitleConfig
 from appliance.jobs import Job, JobState, JobStore, PayloadLayout
+from appliance.settings import AeTitleConfig
 
 LOG = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from appliance.adapter import pdata, wire
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.instance import SUCCESS, IncomingInstance
 from appliance.adapter.transport import RequestHandler, cheap_context_copies, on_new_association
-from appliance.config import ScpConfig
+from appliance.settings import ScpConfig
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association

@@ -9,9 +9,9 @@ from appliance import systemd
 from appliance.adapter.durable import make_dirs
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.scp import StorageSCP
-from appliance.config import AdapterConfig
 from appliance.export import ExportWorker
 from appliance.jobs import JobStore, PayloadLayout
+from appliance.settings import AdapterConfig
 
 LOG = logging.getLogger(__name__)
 

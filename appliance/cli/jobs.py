@@ -9,8 +9,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from appliance.config import ConfigError, load
 from appliance.jobs import InvalidTransition, Job, JobState, JobStore, UnknownJob
+from appliance.settings import SettingsError, load_config
 
 
 def _iso(t: float | None) -> str | None:
@@ -27,7 +27,7 @@ def _as_dict(job: Job) -> dict[str, Any]:
 
 
 def _store(args: argparse.Namespace) -> JobStore:
-    return JobStore(load(args.config).storage.database)
+    return JobStore(load_config(args.config).storage.database)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -88,7 +88,7 @@ def _guarded(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
             return int(func(args))
-        except ConfigError as exc:
+        except SettingsError as exc:
             print(exc, file=sys.stderr)
             return 2
         except UnknownJob as exc:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from appliance.workflows import WorkflowError, load_workflow, shipped_workflows
+from appliance.workflows import STAGES, SettingsError, load_workflow, shipped_workflows
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -15,7 +15,7 @@ def _list(args: argparse.Namespace) -> int:
         workflows += [load_workflow(p) for p in sorted(Path(folder).glob("*.y*ml"))]
     for wf in workflows:
         labels = ", ".join(label.name for label in wf.labels)
-        print(f"{wf.name:<12} model={wf.model.name:<14} stages={'>'.join(wf.stages)}  labels: {labels}")
+        print(f"{wf.name:<12} model={wf.model.name:<14} stages={'>'.join(STAGES)}  labels: {labels}")
         print(f"{'':<12} {wf.description}  [{wf.source}]")
     return 0
 
@@ -25,12 +25,12 @@ def _validate(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             wf = load_workflow(path)
-        except WorkflowError as exc:
+        except SettingsError as exc:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             status = 1
             continue
-        print(f"{path}: OK ({wf.name}: {len(wf.labels)} labels, stages {' > '.join(wf.stages)})")
+        print(f"{path}: OK ({wf.name}: {len(wf.labels)} labels, stages {' > '.join(STAGES)})")
     return status
 
 

@@ -12,8 +12,8 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from appliance.adapter.transport import set_nodelay
-from appliance.config import DestinationConfig
 from appliance.export.policy import Severity, reject_severity, status_ok, status_severity
+from appliance.settings import DestinationConfig
 
 LOG = logging.getLogger(__name__)
 _MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1-255

@@ -16,10 +16,10 @@ import threading
 import time
 from pathlib import Path
 
-from appliance.config import AdapterConfig
 from appliance.export.policy import Severity
 from appliance.export.scu import send
 from appliance.jobs import ExportRecord, Job, JobState, JobStore, PayloadLayout
+from appliance.settings import AdapterConfig
 
 LOG = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from appliance.pipeline.inference import InferenceStage
 from appliance.pipeline.reader import ReaderStage
 from appliance.pipeline.stage import PipelineResult, Stage, StageContext, StageOutput, StageRecord, run_stages
 from appliance.pipeline.writer import WriterStage
-from appliance.workflows.model import TritonSettings, Workflow
+from appliance.settings.workflow import TritonSettings
 
 __all__ = [
     "InferenceStage",
@@ -32,10 +32,9 @@ __all__ = [
 ]
 
 
-def default_stages(workflow: Workflow, triton: TritonSettings | None = None,
+def default_stages(triton: TritonSettings | None = None,
                    inference_gate: AbstractContextManager[object] | None = None) -> list[Stage]:
-    """The stages ``workflow`` lists, in its order; ``triton`` overrides the workflow's server,
-    ``inference_gate`` is held around each request to it (see :class:`InferenceStage`)."""
-    known: dict[str, Stage] = {"reader": ReaderStage(), "inference": InferenceStage(triton, inference_gate),
-                               "writer": WriterStage()}
-    return [known[name] for name in workflow.stages]
+    """The stages every workflow runs (:data:`~appliance.settings.workflow.STAGES`); ``triton``
+    overrides the workflow's server, ``inference_gate`` is held around each request to it (see
+    :class:`InferenceStage`)."""
+    return [ReaderStage(), InferenceStage(triton, inference_gate), WriterStage()]

@@ -26,7 +26,7 @@ from appliance.pipeline.resample import model_grid, probabilities_to_labels, to_
 from appliance.pipeline.stage import Stage, StageContext, StageOutput
 from appliance.pipeline.triton_client import ModelClient
 from appliance.pipeline.volume_io import read_image
-from appliance.workflows.model import InferenceSettings, ModelSpec, TritonSettings
+from appliance.settings.workflow import InferenceSettings, ModelSpec, TritonSettings
 
 LABELS_FILE = "labels.mha"
 

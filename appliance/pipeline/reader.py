@@ -20,7 +20,7 @@ from appliance.pipeline.geometry import SeriesVolume, build_volume
 from appliance.pipeline.series import scan_series, select_series
 from appliance.pipeline.stage import Stage, StageContext, StageOutput
 from appliance.pipeline.volume_io import to_int16, write_image
-from appliance.workflows.model import ReaderSettings, VolumeFormat
+from appliance.settings.workflow import ReaderSettings, VolumeFormat
 
 MANIFEST = "series.json"
 

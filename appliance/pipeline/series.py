@@ -10,7 +10,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from appliance.pipeline.errors import SeriesSelectionError
-from appliance.workflows.model import SeriesRules
+from appliance.settings.workflow import SeriesRules
 
 
 @dataclass

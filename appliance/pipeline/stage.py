@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from appliance.workflows.model import Workflow
+from appliance.settings.workflow import Workflow
 
 Outcome = Literal["succeeded", "failed"]
 

@@ -29,7 +29,7 @@ from appliance.pipeline.errors import (
     ServerUnavailableError,
     ShapeMismatchError,
 )
-from appliance.workflows.model import ModelSpec, TritonSettings
+from appliance.settings.workflow import ModelSpec, TritonSettings
 
 _LOOPBACK = ("127.", "localhost", "[::1]", "::1")
 # Below this size a copy over the socket is as fast as setting up shared memory.

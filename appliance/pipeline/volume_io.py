@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from appliance.workflows.model import VolumeFormat
+from appliance.settings.workflow import VolumeFormat
 
 SUFFIX: dict[VolumeFormat, str] = {"mhd": ".mhd", "nifti": ".nii.gz"}
 

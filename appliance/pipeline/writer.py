@@ -30,7 +30,7 @@ from appliance import __version__
 from appliance.pipeline.errors import WriterError
 from appliance.pipeline.stage import Stage, StageContext, StageOutput
 from appliance.pipeline.volume_io import read_image, write_image
-from appliance.workflows.model import LabelSpec, Workflow
+from appliance.settings.workflow import LabelSpec, Workflow
 
 SEG_FILE = "seg.dcm"
 

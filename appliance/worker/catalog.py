@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.config import AeTitleConfig
-from appliance.workflows import Workflow, WorkflowError, load_workflow, shipped_workflows
+from appliance.settings import AeTitleConfig, SettingsError, Workflow, load_workflow
+from appliance.settings.source import Loc
+from appliance.workflows import shipped_workflows
 
 
 class UnknownWorkflow(LookupError):
@@ -36,23 +37,22 @@ class WorkflowCatalog:
         """Shipped workflows, overridden and extended by ``directory/*.yaml|*.yml``.
 
         Raises:
-            WorkflowError: the folder is missing or a file in it is invalid (all problems listed).
+            SettingsError: a file in the folder is invalid (all problems of all files listed).
+            OSError: the folder cannot be read.
         """
         found = shipped_workflows()
         if directory is None:
             return cls(found)
-        if not directory.is_dir():
-            raise WorkflowError([f"worker.workflows-dir: {directory} is not a directory"])
         problems: list[str] = []
         for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")):
             try:
                 workflow = load_workflow(path)
-            except WorkflowError as exc:
+            except SettingsError as exc:
                 problems.extend(exc.problems)
                 continue
             found[workflow.name] = workflow
         if problems:
-            raise WorkflowError(problems)
+            raise SettingsError(problems)
         return cls(found, directory)
 
     def resolve(self, name: str) -> Workflow:
@@ -66,12 +66,12 @@ class WorkflowCatalog:
         where = f"shipped and in {self.directory}" if self.directory else "shipped; worker.workflows-dir adds more"
         raise UnknownWorkflow(f"unknown workflow {name!r}; known: {', '.join(sorted(self.workflows))} ({where}){hint}")
 
-    def check_bindings(self, ae_titles: Iterable[AeTitleConfig]) -> list[str]:
-        """Problems, one per AE title whose workflow does not resolve, named by key path."""
-        problems = []
+    def check_bindings(self, ae_titles: Iterable[AeTitleConfig]) -> list[tuple[Loc, str]]:
+        """Problems, one per AE title whose workflow does not resolve, with its key path."""
+        problems: list[tuple[Loc, str]] = []
         for i, ae in enumerate(ae_titles):
             try:
                 self.resolve(ae.workflow)
             except UnknownWorkflow as exc:
-                problems.append(f"dicom.scp.ae-titles[{i}].workflow: {exc}")
+                problems.append((("dicom", "scp", "ae-titles", i, "workflow"), str(exc)))
         return problems

@@ -18,13 +18,12 @@ import threading
 import time
 from contextlib import AbstractContextManager
 
-from appliance.config import WorkerConfig
 from appliance.jobs import Job, JobState, JobStore, PayloadLayout
 from appliance.pipeline import Stage, StageContext, StageRecord, default_stages
 from appliance.pipeline.stage import run_stage
+from appliance.settings import TritonSettings, WorkerConfig, Workflow
 from appliance.worker.catalog import UnknownWorkflow, WorkflowCatalog
 from appliance.worker.publish import PublishStage
-from appliance.workflows import TritonSettings, Workflow
 
 LOG = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ LOG = logging.getLogger(__name__)
 def triton_settings(workflow: Workflow, config: WorkerConfig) -> TritonSettings:
     """The workflow's Triton settings with the URL ``worker.triton`` sets for its protocol, if any."""
     own = workflow.inference.triton
-    url = config.triton_http_url if own.protocol == "http" else config.triton_grpc_url
+    url = config.triton.http_url if own.protocol == "http" else config.triton.grpc_url
     return dataclasses.replace(own, url=url) if url else own
 
 
@@ -63,7 +62,7 @@ class JobRunner:
     def stages(self, job: Job, workflow: Workflow) -> list[Stage]:
         """The stages ``job`` runs, the export hand-over last."""
         triton = triton_settings(workflow, self._config)
-        return [*default_stages(workflow, triton, self._gate), PublishStage(self._layout.output_dir(job.id))]
+        return [*default_stages(triton, self._gate), PublishStage(self._layout.output_dir(job.id))]
 
     def run(self, job: Job) -> Job:
         """Run ``job`` (claimed, i.e. ``running``) to ``exporting``, ``failed`` or back to ``ready``."""

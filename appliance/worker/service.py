@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from appliance import systemd
-from appliance.config import AdapterConfig
 from appliance.jobs import Job, JobState, JobStore, PayloadLayout
+from appliance.settings import AdapterConfig
 from appliance.worker.catalog import WorkflowCatalog
 from appliance.worker.runner import JobRunner
 

@@ -1,11 +1,16 @@
-"""Workflow definitions: YAML files naming the stages, the Triton model and the labels.
+"""The workflows shipped with the appliance (``definitions/*.yaml``: OrganSeg, LiverSeg).
 
-:func:`load_workflow` parses and validates one file into a :class:`Workflow`;
-:func:`shipped_workflows` lists the reference workflows packaged with the appliance.
+The schema of a workflow file is :mod:`appliance.settings.workflow`; its names are re-exported
+here for the code that works with workflows.
 """
 
-from appliance.workflows.loader import WorkflowError, load_workflow, parse_workflow, shipped_workflows
-from appliance.workflows.model import (
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+from appliance.settings.workflow import (
+    STAGES,
     CodedConcept,
     Destination,
     InferenceSettings,
@@ -13,13 +18,29 @@ from appliance.workflows.model import (
     ModelSpec,
     ReaderSettings,
     SeriesRules,
+    SettingsError,
     TensorSpec,
     TritonSettings,
     Workflow,
     WriterSettings,
+    load_workflow,
+    parse_workflow,
 )
 
+
+def shipped_files() -> list[Path]:
+    """The workflow files packaged with the appliance, by name."""
+    folder = importlib.resources.files("appliance.workflows") / "definitions"
+    return [Path(str(e)) for e in sorted(folder.iterdir(), key=lambda e: e.name) if e.name.endswith((".yaml", ".yml"))]
+
+
+def shipped_workflows() -> dict[str, Workflow]:
+    """The reference workflows packaged with the appliance, by name (OrganSeg, LiverSeg)."""
+    return {wf.name: wf for wf in map(load_workflow, shipped_files())}
+
+
 __all__ = [
+    "STAGES",
     "CodedConcept",
     "Destination",
     "InferenceSettings",
@@ -27,12 +48,13 @@ __all__ = [
     "ModelSpec",
     "ReaderSettings",
     "SeriesRules",
+    "SettingsError",
     "TensorSpec",
     "TritonSettings",
     "Workflow",
-    "WorkflowError",
     "WriterSettings",
     "load_workflow",
     "parse_workflow",
+    "shipped_files",
     "shipped_workflows",
 ]

@@ -63,8 +63,8 @@ def base_config(root: Path, port: int, **overrides: Any) -> dict[str, Any]:
                 "bind-address": "127.0.0.1",
                 "ae-titles": [
                     {"ae-title": "OrganSeg", "processors": ["nvidia/clara/dicom-processor"],
-                     "workflow": "organ-seg", "destinations": []},
-                    {"ae-title": "LiverSeg", "workflow": "liver-seg"},
+                     "workflow": "organ-seg", "destinations": "none"},
+                    {"ae-title": "LiverSeg", "workflow": "liver-seg", "destinations": "none"},
                 ],
                 "max-associations": 4,
                 "network-timeout-seconds": 10,

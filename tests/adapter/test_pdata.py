@@ -28,7 +28,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from appliance.adapter.scp import StorageSCP
 from appliance.adapter.service import Adapter as Service
-from appliance.config import parse
+from appliance.settings import parse_config
 
 PDV = tuple[int, int, bytes]  # context ID, message control header, fragment
 COMMAND, LAST = 0x01, 0x02
@@ -194,7 +194,7 @@ def test_c_store_is_served_without_pynetdicom_handler(tmp_path: Path, series: Se
     # In-process, to see which path served the requests.
     handled: list[str] = []
     monkeypatch.setattr(StorageSCP, "_on_store", lambda self, event: handled.append("pynetdicom") or 0xC000)
-    service = Service(parse(base_config(tmp_path, free_port())))
+    service = Service(parse_config(base_config(tmp_path, free_port())))
     runner = threading.Thread(target=service.run)
     runner.start()
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.config import ConfigError, parse
+from appliance.settings import SettingsError, parse_config
 from appliance.worker import WorkflowCatalog
 
 from .e2ekit import APPLIANCE
@@ -24,24 +24,24 @@ def _raw() -> dict[str, object]:
 
 def test_defaults_and_example() -> None:
     raw = _raw()
-    assert parse(raw).worker.workers == 2
+    assert parse_config(raw).worker.workers == 2
     del raw["worker"]
-    worker = parse(raw).worker
+    worker = parse_config(raw).worker
     assert (worker.workers, worker.max_concurrent_inference, worker.interrupted, worker.max_resumes) == (
         2, 1, "resume", 2)
-    assert worker.triton_http_url is None and worker.workflows_dir is None
+    assert worker.triton.http_url is None and worker.workflows_dir is None
 
 
 def test_every_worker_problem_names_its_key() -> None:
     raw = _raw()
     raw["worker"] = {"workers": 0, "max-concurrent-inference": "two", "interrupted": "retry",
                      "triton": {"http-url": "no-port", "grpc": "x"}, "poll-second": 1}
-    with pytest.raises(ConfigError) as caught:
-        parse(raw)
+    with pytest.raises(SettingsError) as caught:
+        parse_config(raw)
     text = "\n".join(caught.value.problems)
-    for expected in ("worker.workers: must be an integer 1-64, not 0",
-                     "worker.max-concurrent-inference: must be an integer 1-64, not 'two'",
-                     "worker.interrupted: must be resume or fail, not 'retry'",
+    for expected in ("worker.workers: must be greater than or equal to 1, not 0",
+                     "worker.max-concurrent-inference: must be a valid integer, not 'two'",
+                     "worker.interrupted: must be 'resume' or 'fail', not 'retry'",
                      "worker.triton.http-url: must be host:port, not 'no-port'",
                      "worker.triton.grpc: unknown key", "worker.poll-second: unknown key"):
         assert expected in text, text

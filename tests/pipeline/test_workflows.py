@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
-from appliance.workflows import WorkflowError, load_workflow, parse_workflow, shipped_workflows
+from appliance.workflows import STAGES, SettingsError, load_workflow, parse_workflow, shipped_workflows
 
 ORGANSEG = Path(__file__).parents[2] / "appliance" / "workflows" / "definitions" / "organseg.yaml"
 
@@ -16,7 +16,7 @@ def test_shipped_workflows_load() -> None:
     workflows = shipped_workflows()
     assert set(workflows) == {"OrganSeg", "LiverSeg"}
     organ = workflows["OrganSeg"]
-    assert organ.stages == ("reader", "inference", "writer")
+    assert (organ.reader.stage, organ.inference.stage, organ.writer.stage) == STAGES
     assert [label.type.meaning for label in organ.labels] == ["Liver", "Spleen", "Kidney"]
     assert organ.labels[0].type.value == "10200004" and organ.labels[0].type.scheme == "SCT"
     assert organ.model.classes == 4 and organ.inference.spacing_mm == (3.0, 3.0, 3.0)
@@ -25,7 +25,7 @@ def test_shipped_workflows_load() -> None:
 
 
 def _problems(text: str) -> list[str]:
-    with pytest.raises(WorkflowError) as info:
+    with pytest.raises(SettingsError) as info:
         parse_workflow(text, "wf.yaml")
     return info.value.problems
 
@@ -38,9 +38,9 @@ def test_errors_name_line_and_key() -> None:
     problems = _problems(bad)
     protocol_line = next(i for i, s in enumerate(lines, 1) if "protocol: http" in s) + 1  # one line inserted above
     slices_line = next(i for i, s in enumerate(lines, 1) if "min_slices" in s)
-    assert f"wf.yaml:{slices_line}: stages[0].series.min_slices: expected an integer" in problems
+    assert f"wf.yaml:{slices_line}: stages[0].series.min_slices: must be a valid integer, not 'many'" in problems
     assert any(p.startswith(f"wf.yaml:{slices_line + 3}: stages[0].colour: unknown key") for p in problems)
-    assert any(p.startswith(f"wf.yaml:{protocol_line}: stages[1].triton.protocol: must be one of http, grpc")
+    assert any(p.startswith(f"wf.yaml:{protocol_line}: stages[1].triton.protocol: must be 'http' or 'grpc', not 'udp'")
                for p in problems)
     assert len(problems) == 3
 
@@ -50,8 +50,8 @@ def test_missing_and_inconsistent_keys() -> None:
     text = text.replace("    spacing_mm: [3.0, 3.0, 3.0]\n", "    size: [1, 2]\n    spacing_mm: [3, 3, 3]\n")
     text = text.replace("  - class: 3", "  - class: 7")
     problems = _problems(text)
-    assert any(": name: required key is missing" in p for p in problems)
-    assert any("stages[1].size: expected three integers" in p for p in problems)
+    assert any(": name: is required" in p for p in problems)
+    assert any("stages[1].size: must be three values (x, y, z)" in p for p in problems)
     assert any("labels[2].class: must be between 1 and model.classes - 1 (3)" in p for p in problems)
 
 
@@ -71,6 +71,14 @@ def test_stage_order_enforced() -> None:
     assert any("stages must run in the order reader -> inference -> writer" in p for p in _problems(swapped))
 
 
+def test_stages_are_all_three(tmp_path: Path) -> None:
+    text = ORGANSEG.read_text()
+    inference = text[text.index("  - stage: inference"):text.index("  - stage: writer")]
+    problems = _problems(text.replace(inference, ""))
+    assert problems == [f"wf.yaml:{text.splitlines().index('stages:') + 1}: stages: the stages must run in the order "
+                        "reader -> inference -> writer, each once (got: reader, writer)"]
+
+
 def test_cli_list_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["workflows", "list"]) == 0
     out = capsys.readouterr().out
@@ -81,9 +89,9 @@ def test_cli_list_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["workflows", "validate", str(bad)]) == 1
     err = capsys.readouterr().err
     line = next(n for n, text in enumerate(bad.read_text().splitlines(), 1) if "classes: four" in text)
-    assert f"{bad}:{line}: model.classes: expected an integer" in err
+    assert f"{bad}:{line}: model.classes: must be a valid integer, not 'four'" in err
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(WorkflowError, match="cannot read"):
+    with pytest.raises(SettingsError, match="cannot read"):
         load_workflow(tmp_path / "nope.yaml")

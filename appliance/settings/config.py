@@ -1,0 +1,334 @@
+"""The services' configuration file (``/etc/appliance/adapter.yaml``): adapter, worker and exporter.
+
+The ``dicom:`` block is the one of Clara Deploy SDK 0.1.9's ``dicom-server-config.yaml``, accepted
+as written; the other blocks and the keys marked *new* are the appliance's own. The original file
+given alone is a valid configuration: storage has a default, and AE titles that name no
+destinations send their results to the file's one ``dicom.scu`` destination. Keys are kebab-case
+(``max-associations``); each field's description gives its meaning and unit, and docs/adapter.md
+lists them all (a test keeps that table in step with this schema).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationInfo, with_config
+
+from appliance.settings.source import Loc, SettingsError, located, read, validate
+from appliance.settings.types import (
+    KEBAB_KEYS,
+    AeTitle,
+    FilePath,
+    Flag,
+    Host,
+    HostPort,
+    Int,
+    IpAddress,
+    Name,
+    Number,
+    Text,
+    Uid,
+    conflict,
+)
+
+#: The transfer syntaxes C-ECHO is offered with when the file names none (Clara's defaults).
+DEFAULT_VERIFICATION_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
+#: Where payload folders go when the file has no ``storage`` block (the role's default too).
+DEFAULT_STORAGE_ROOT = Path("/var/lib/appliance/payloads")
+#: ``destinations: none``: the results stay on this host, on purpose.
+NO_DESTINATIONS = "none"
+
+
+def _known_destination(name: str, info: ValidationInfo) -> str:
+    names = (info.context or {}).get("destinations", [])
+    if name not in names:
+        raise conflict(f"unknown destination {name!r} (not in dicom.scu.destinations: {', '.join(names) or 'none'})")
+    return name
+
+
+def _explicit_destinations(value: Any, info: ValidationInfo) -> Any:
+    # An AE title whose results go nowhere must say so: a forgotten list would drop every result.
+    if value == NO_DESTINATIONS:
+        return ()
+    if value is None or value == []:
+        names = (info.context or {}).get("destinations", [])
+        add = (f"destinations: [{names[0]}]" + (f" (any of {', '.join(names)})" if len(names) > 1 else "")
+               if names else "a destination to dicom.scu.destinations and its name here")
+        raise conflict(f"AE title {info.data.get('ae_title', '?')} sends its results nowhere: add {add}, "
+                       f"or write 'destinations: {NO_DESTINATIONS}' to keep them on this host only")
+    return value
+
+
+def _lone_destination(item: Any, info: ValidationInfo) -> Any:
+    # The original SDK file has no per-AE destinations: with exactly one SCU destination, results go
+    # there. Otherwise the key is left empty and _explicit_destinations says what to add.
+    if isinstance(item, dict) and "destinations" not in item:
+        names = (info.context or {}).get("destinations", [])
+        return {**item, "destinations": names if len(names) == 1 else None}
+    return item
+
+
+_NAME: TypeAdapter[str] = TypeAdapter(Name)
+
+
+def _workflow_name(value: str) -> str:
+    return _NAME.validate_python(value) if value else value
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class AeTitleConfig:
+    """One AE title the SCP answers to, and what happens to the studies sent to it."""
+
+    ae_title: Annotated[AeTitle, Field(description="an AE title we answer to (1-16 characters)")]
+    destinations: Annotated[
+        tuple[Annotated[Name, AfterValidator(_known_destination)], ...],
+        BeforeValidator(_explicit_destinations),
+        Field(description="(new) names from dicom.scu.destinations that get the results, or `none` (they stay "
+                          "on this host); may be left out when dicom.scu has exactly one destination: then that one"),
+    ]
+    processors: Annotated[tuple[Text, ...], Field(description="original key; kept, not interpreted")] = ()
+    workflow: Annotated[str, AfterValidator(_workflow_name),
+                        Field(description="(new) workflow the jobs of this AE title run; default: the AE title")] = ""
+
+    def __post_init__(self) -> None:
+        if not self.workflow:
+            object.__setattr__(self, "workflow", re.sub(r"[^A-Za-z0-9._-]", "_", self.ae_title))
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class SourceConfig:
+    """A peer allowed to associate when ``reject-unknown-sources`` is on: both fields must match."""
+
+    host_ip: Annotated[IpAddress, Field(description="the peer's IP address")]
+    ae_title: Annotated[AeTitle, Field(description="the peer's calling AE title")]
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class VerificationConfig:
+    """C-ECHO: whether it is answered, and over which transfer syntaxes."""
+
+    enabled: Annotated[Flag, Field(description="answer C-ECHO")] = True
+    transfer_syntaxes: Annotated[tuple[Uid, ...], Field(
+        description="transfer syntaxes C-ECHO is accepted with; empty: implicit LE, explicit LE, explicit BE",
+    )] = DEFAULT_VERIFICATION_SYNTAXES
+
+    def __post_init__(self) -> None:
+        if not self.transfer_syntaxes:
+            object.__setattr__(self, "transfer_syntaxes", DEFAULT_VERIFICATION_SYNTAXES)
+
+
+def _unique_titles(ae_titles: tuple[AeTitleConfig, ...]) -> tuple[AeTitleConfig, ...]:
+    titles = [a.ae_title for a in ae_titles]
+    for i, title in enumerate(titles):
+        if title in titles[:i]:
+            raise conflict(f"duplicate AE title {title!r}", i, "ae-title")
+    return ae_titles
+
+
+def _sources_listed(reject: bool, info: ValidationInfo) -> bool:
+    if reject and not info.data.get("sources", True):
+        raise conflict("is true but dicom.scp.sources lists no source: every peer would be refused")
+    return reject
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class ScpConfig:
+    """The receiving side."""
+
+    ae_titles: Annotated[
+        tuple[Annotated[AeTitleConfig, BeforeValidator(_lone_destination)], ...],
+        AfterValidator(_unique_titles),
+        Field(min_length=1, description="the AE titles we answer to, at least one"),
+    ]
+    port: Annotated[Int, Field(ge=1, le=65535, description="TCP port of the SCP")] = 104
+    bind_address: Annotated[IpAddress, Field(description="(new) listening address")] = "0.0.0.0"
+    max_associations: Annotated[Int, Field(ge=1, le=1000, description="concurrent inbound associations; "
+                                                                     "more are refused")] = 2
+    max_pdu_bytes: Annotated[Int, Field(ge=4096, le=1 << 24, description="(new) largest PDU we accept, in bytes; "
+                                                                        "larger ones drop the connection")] = 1 << 20
+    network_timeout_seconds: Annotated[Number, Field(ge=0.1, le=3600, description="(new) idle, ACSE and DIMSE "
+                                                                                 "timeout, in seconds")] = 60.0
+    verification: Annotated[VerificationConfig, Field(description="C-ECHO")] = field(
+        default_factory=VerificationConfig)
+    log_dimse_datasets: Annotated[Flag, Field(description="log every DIMSE message (pynetdicom's debug log)")] = False
+    sources: Annotated[tuple[SourceConfig, ...], Field(description="known peers")] = ()
+    reject_unknown_sources: Annotated[Flag, AfterValidator(_sources_listed), Field(
+        description="only `sources` may associate (needs at least one source)")] = False
+
+    def ae_title(self, called: str) -> AeTitleConfig | None:
+        """The binding of ``called`` (compared without padding), or None when it is not ours."""
+        called = called.strip()
+        return next((a for a in self.ae_titles if a.ae_title == called), None)
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class DestinationConfig:
+    """A C-STORE SCP results are sent to."""
+
+    name: Annotated[Name, Field(description="the name AE titles use for it")]
+    host_ip: Annotated[Host, Field(description="its host name or IP address")]
+    port: Annotated[Int, Field(ge=1, le=65535, description="its TCP port")]
+    ae_title: Annotated[AeTitle, Field(description="its AE title (our called AE title)")]
+
+
+def _unique_names(destinations: tuple[DestinationConfig, ...]) -> tuple[DestinationConfig, ...]:
+    names = [d.name for d in destinations]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise conflict(f"duplicate destination name {name!r}", i, "name")
+    return destinations
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class ScuConfig:
+    """The sending side."""
+
+    ae_title: Annotated[AeTitle, Field(description="our calling AE title when exporting")] = "ClaraSCU"
+    max_associations: Annotated[Int, Field(ge=1, le=1000, description="accepted and kept; exports run one "
+                                                                     "association at a time")] = 2
+    destinations: Annotated[tuple[DestinationConfig, ...], AfterValidator(_unique_names),
+                            Field(description="C-STORE SCPs results go to")] = ()
+
+    def destination(self, name: str) -> DestinationConfig | None:
+        """The destination called ``name``, or None."""
+        return next((d for d in self.destinations if d.name == name), None)
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class DicomConfig:
+    """The ``dicom:`` block of the original ``dicom-server-config.yaml``."""
+
+    scp: Annotated[ScpConfig, Field(description="the receiving side")]
+    scu: Annotated[ScuConfig, Field(description="the sending side")] = field(default_factory=ScuConfig)
+
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where payloads and the job store live."""
+
+    root: Annotated[FilePath, Field(description="(new) folder holding one payload folder per job")] = (
+        DEFAULT_STORAGE_ROOT)
+    database: Annotated[FilePath, Field(description="(new) the job store (SQLite, WAL mode); relative to root")] = (
+        Path("jobs.sqlite3"))
+
+    def __post_init__(self) -> None:
+        if not self.database.is_absolute():
+            object.__setattr__(self, "database", self.root / self.database)
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class CompletionConfig:
+    """When a group of received instances becomes a job."""
+
+    quiet_seconds: Annotated[Number, Field(ge=0.1, le=86400, description="(new) a study is complete after this "
+                                                                       "many seconds without a new instance")] = 5.0
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class ExportConfig:
+    """Retry policy of the exporter."""
+
+    max_attempts: Annotated[Int, Field(ge=1, le=100, description="(new) tries per destination, the first "
+                                                                "included")] = 5
+    initial_backoff_seconds: Annotated[Number, Field(ge=0, le=3600, description="(new) seconds to wait after the "
+                                                                              "first failed try")] = 2.0
+    backoff_multiplier: Annotated[Number, Field(ge=1, le=10, description="(new) each further wait is this many "
+                                                                       "times longer")] = 2.0
+    max_backoff_seconds: Annotated[Number, Field(ge=0, le=86400, description="(new) cap on one wait, in "
+                                                                           "seconds")] = 60.0
+    timeout_seconds: Annotated[Number, Field(ge=0.1, le=3600, description="(new) connect, ACSE and DIMSE timeout "
+                                                                        "of the SCU, in seconds")] = 30.0
+
+    def backoff(self, failed_attempts: int) -> float:
+        """Seconds to wait after the ``failed_attempts``-th failed try (1-based)."""
+        delay = self.initial_backoff_seconds * self.backoff_multiplier ** (failed_attempts - 1)
+        return float(min(delay, self.max_backoff_seconds))
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class TritonUrls:
+    """Triton endpoints that replace the workflows' own, per protocol (None keeps each workflow's)."""
+
+    http_url: Annotated[HostPort | None, Field(description="(new) host:port for workflows using HTTP")] = None
+    grpc_url: Annotated[HostPort | None, Field(description="(new) host:port for workflows using gRPC")] = None
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The pipeline worker (``appliance worker``)."""
+
+    workers: Annotated[Int, Field(ge=1, le=64, description="(new) jobs run at once (threads of one process)")] = 2
+    max_concurrent_inference: Annotated[Int, Field(ge=1, le=64, description="(new) requests in flight to the model "
+                                                                           "server at once")] = 1
+    poll_seconds: Annotated[Number, Field(ge=0.01, le=60, description="(new) how often the job store is checked "
+                                                                     "for ready jobs, in seconds")] = 0.2
+    workflows_dir: Annotated[FilePath | None, Field(description="(new) folder of extra workflow files, "
+                                                               "overriding shipped ones of the same name")] = None
+    triton: Annotated[TritonUrls, Field(description="(new) Triton endpoints")] = field(default_factory=TritonUrls)
+    interrupted: Annotated[Literal["resume", "fail"], Field(
+        description="(new) jobs a crash left running: resume (run again from the first stage) or fail")] = "resume"
+    max_resumes: Annotated[Int, Field(ge=0, le=100, description="(new) resumes per attempt before the job fails "
+                                                               "instead")] = 2
+    shutdown_grace_seconds: Annotated[Number, Field(ge=0, le=3600, description="(new) on SIGTERM, how long running "
+                                                                             "stages may finish, in seconds")] = 30.0
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Everything the appliance's services (adapter, worker, exporter, ``jobs`` CLI) read from the file."""
+
+    dicom: Annotated[DicomConfig, Field(description="the original dicom-server-config.yaml block")]
+    storage: Annotated[StorageConfig, Field(description="(new) payload folders and job store")] = field(
+        default_factory=StorageConfig)
+    completion: Annotated[CompletionConfig, Field(description="(new) when a study is complete")] = field(
+        default_factory=CompletionConfig)
+    export: Annotated[ExportConfig, Field(description="(new) the exporter's retries")] = field(
+        default_factory=ExportConfig)
+    worker: Annotated[WorkerConfig, Field(description="(new) the pipeline worker")] = field(
+        default_factory=WorkerConfig)
+
+
+SCHEMA = TypeAdapter(AdapterConfig)
+
+
+def _destination_names(raw: Any) -> list[str]:
+    # The AE titles' destination names are checked against these while the file is validated, so
+    # that a bad name is reported together with every other problem.
+    try:
+        destinations = raw["dicom"]["scu"]["destinations"]
+        return list(dict.fromkeys(str(d["name"]) for d in destinations if isinstance(d, dict) and "name" in d))
+    except (KeyError, TypeError):
+        return []
+
+
+def parse_config(raw: Any, source: str = "") -> AdapterConfig:
+    """Validate an already-loaded YAML document (no line numbers); raise SettingsError."""
+    return validate(SCHEMA, raw, None, source, {"destinations": _destination_names(raw)})
+
+
+def load_config(path: Path | str) -> AdapterConfig:
+    """Read and validate the configuration file at ``path``; raise SettingsError naming each line and key."""
+    raw, node = read(path)
+    return validate(SCHEMA, raw, node, str(path), {"destinations": _destination_names(raw)})
+
+
+def config_problems(path: Path | str, problems: list[tuple[Loc, str]]) -> SettingsError:
+    """A SettingsError for problems found after loading (e.g. workflow bindings), with their lines."""
+    return located(problems, read(path)[1], str(path))
