@@ -1,6 +1,6 @@
 """Talking to systemd without a dependency: sd_notify datagrams, the watchdog, stop signals.
 
-Shared by the appliance's long-running processes (``appliance adapter``, ``appliance worker``).
+Shared by the appliance's long-running processes (``appliance adapter``, ``worker``, ``exporter``).
 Notifications do nothing when ``$NOTIFY_SOCKET`` is unset (not run by systemd with ``Type=notify``).
 """
 

@@ -3,7 +3,7 @@
 Runs the whole appliance on loopback, as in production but on one machine: dcmtk ``storescu``
 sends a phantom CT study to ``appliance adapter``; after the quiet window the job is ready,
 ``appliance worker`` runs reader -> inference (a real tritonserver from nvidia-pytriton) ->
-writer -> export, and the adapter's exporter sends the SEG to Orthanc. Prints each stage's time
+writer -> export, and ``appliance exporter`` sends the SEG to Orthanc. Prints each stage's time
 (from the job store), the quiet window, the pure inference time, and the end-to-end time from
 the last instance received to the SEG stored in Orthanc, so that
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from appliance.adapter.durable import make_dirs, remove_temporaries
-from appliance.jobs import Job, JobState, JobStore, PayloadLayout
+from appliance.jobs import Job, JobState, JobStore
 from appliance.settings import AeTitleConfig
+from appliance.storage import PayloadLayout, make_dirs, remove_temporaries
 
 LOG = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ soon as the first bytes give the StudyInstanceUID (:func:`~appliance.adapter.ide
 normally in the first fragment), the instance's group is reserved and a temporary file opened
 in the job's input folder; the file meta header, the bytes so far and every later fragment
 are written straight to it, with no copy of the dataset in memory. :meth:`IncomingInstance.finish`
-then flushes and renames it (:class:`~appliance.adapter.durable.DurableFile`) and only then
+then flushes and renames it (:class:`~appliance.storage.DurableFile`) and only then
 answers :data:`SUCCESS`.
 
 Statuses: :data:`SUCCESS` once the instance is durably in its job's folder;
@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from appliance.adapter.durable import DurableFile
 from appliance.adapter.grouping import INSTANCE_SUFFIX, Grouper, Slot
 from appliance.adapter.identify import Head, Identity, NotIdentifiable, Unparseable, identify, identify_head, is_uid
+from appliance.storage import DurableFile
 
 LOG = logging.getLogger(__name__)
 

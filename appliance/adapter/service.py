@@ -1,4 +1,4 @@
-"""The adapter process: SCP, grouping ticks, exporter, systemd notifications, clean shutdown."""
+"""The adapter process: SCP, grouping ticks, systemd notifications, clean shutdown."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import logging
 import threading
 
 from appliance import systemd
-from appliance.adapter.durable import make_dirs
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.scp import StorageSCP
-from appliance.export import ExportWorker
-from appliance.jobs import JobStore, PayloadLayout
+from appliance.jobs import JobStore
 from appliance.settings import AdapterConfig
+from appliance.storage import PayloadLayout, make_dirs
 
 LOG = logging.getLogger(__name__)
 
@@ -27,7 +26,6 @@ class Adapter:
         self.grouper = Grouper(self.store, self.layout, config.dicom.scp.ae_title,
                                config.completion.quiet_seconds)
         self.scp = StorageSCP(config.dicom.scp, self.grouper)
-        self.exporter = ExportWorker(config, self.store, self.layout)
         self._stop = threading.Event()
 
     @property
@@ -45,7 +43,6 @@ class Adapter:
         if resumed:
             LOG.info("resumed %d receiving group(s) from the previous run", resumed)
         self.scp.start()
-        self.exporter.start()
         systemd.notify(f"READY=1\nSTATUS=listening on port {self.scp.port}")
         watchdog = systemd.Watchdog()
         try:
@@ -56,7 +53,6 @@ class Adapter:
             systemd.notify("STOPPING=1")
             LOG.info("stopping")
             self.scp.stop()
-            self.exporter.stop()
             # Save progress of open groups; they stay 'receiving' and resume at the next start.
             self.grouper.tick()
             self.store.close()

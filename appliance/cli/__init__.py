@@ -11,16 +11,17 @@ import sys
 from collections.abc import Callable, Sequence
 
 from appliance import __version__
-from appliance.cli import adapter, info, jobs, phantom, worker, workflows
+from appliance.cli import adapter, exporter, info, jobs, phantom, worker, workflows
 
 # One line per sub-command module; each adds its parser(s) and sets ``func``.
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     info.register,
     adapter.register,
+    worker.register,
+    exporter.register,
     jobs.register,
     phantom.register,
     workflows.register,
-    worker.register,
 )
 
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
     parser = argparse.ArgumentParser(
         prog="appliance",
-        description="GPU medical-imaging appliance: DICOM adapter, pipeline worker, jobs and workflows.",
+        description="GPU medical-imaging appliance: DICOM adapter, pipeline worker, exporter, jobs and workflows.",
     )
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

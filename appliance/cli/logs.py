@@ -1,4 +1,4 @@
-"""Logging of the foreground services (``appliance adapter``, ``appliance worker``): stdout, for journald."""
+"""Logging of the foreground services (``appliance adapter``, ``worker``, ``exporter``): stdout, for journald."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ A job is one group of instances (same called AE title and StudyInstanceUID) that
 closed. Its ID is the name of its payload folder (see :class:`PayloadLayout`).
 """
 
-from appliance.jobs.layout import JOB_ID, PayloadLayout
 from appliance.jobs.model import (
     TRANSITIONS,
     ExportRecord,
@@ -17,14 +16,12 @@ from appliance.jobs.model import (
 from appliance.jobs.store import JobStore
 
 __all__ = [
-    "JOB_ID",
     "TRANSITIONS",
     "ExportRecord",
     "InvalidTransition",
     "Job",
     "JobState",
     "JobStore",
-    "PayloadLayout",
     "StageRecord",
     "UnknownJob",
 ]

@@ -8,6 +8,6 @@ Modules, one job each: :mod:`~appliance.worker.catalog` (workflow names -> defin
 
 from appliance.worker.catalog import UnknownWorkflow, WorkflowCatalog
 from appliance.worker.runner import JobRunner
-from appliance.worker.service import Worker, WorkerBusy
+from appliance.worker.service import Worker
 
-__all__ = ["JobRunner", "UnknownWorkflow", "Worker", "WorkerBusy", "WorkflowCatalog"]
+__all__ = ["JobRunner", "UnknownWorkflow", "Worker", "WorkflowCatalog"]

@@ -1,4 +1,4 @@
-"""The worker's last stage, ``export``: hand the SEG to the adapter's exporter.
+"""The worker's last stage, ``export``: hand the SEG to the exporter service.
 
 The exporter sends every non-hidden file of the job's ``output/`` folder to the job's
 destinations once the job is ``exporting``. This stage puts the writer's ``seg.dcm`` there
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.adapter.durable import make_dirs, write_durably
 from appliance.pipeline import Stage, StageContext, StageOutput
+from appliance.storage import make_dirs, write_durably
 
 #: Name of the SEG in ``output/``; one SEG per job.
 EXPORTED_SEG = "seg.dcm"

@@ -4,7 +4,7 @@ Stages: the workflow's (``reader`` -> ``inference`` -> ``writer``), then ``expor
 (:class:`~appliance.worker.publish.PublishStage`). Each stage gets a record in the job store as
 it starts (``running``) and when it ends (``succeeded``/``failed``, end time, duration in s).
 The first failure fails the job (phase ``pipeline``) with ``"<stage>: <ErrorType>: <message>"``.
-All files go under the job's payload folder (see :class:`~appliance.jobs.PayloadLayout`);
+All files go under the job's payload folder (see :class:`~appliance.storage.PayloadLayout`);
 ``payload/`` and ``output/`` are emptied first, so a retried or resumed job never mixes its
 files with an earlier run's.
 """
@@ -18,10 +18,11 @@ import threading
 import time
 from contextlib import AbstractContextManager
 
-from appliance.jobs import Job, JobState, JobStore, PayloadLayout
+from appliance.jobs import Job, JobState, JobStore
 from appliance.pipeline import Stage, StageContext, StageRecord, default_stages
 from appliance.pipeline.stage import run_stage
 from appliance.settings import TritonSettings, WorkerConfig, Workflow
+from appliance.storage import PayloadLayout
 from appliance.worker.catalog import UnknownWorkflow, WorkflowCatalog
 from appliance.worker.publish import PublishStage
 

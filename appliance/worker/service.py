@@ -15,42 +15,20 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
 import time
-from pathlib import Path
 
 from appliance import systemd
-from appliance.jobs import Job, JobState, JobStore, PayloadLayout
+from appliance.jobs import Job, JobState, JobStore
+from appliance.jobs.lock import StoreBusy, hold
 from appliance.settings import AdapterConfig
+from appliance.storage import PayloadLayout
 from appliance.worker.catalog import WorkflowCatalog
 from appliance.worker.runner import JobRunner
 
 LOG = logging.getLogger(__name__)
-
-
-class WorkerBusy(RuntimeError):
-    """Another worker process holds the job store's worker lock."""
-
-
-def lock_path(database: Path) -> Path:
-    """The worker lock file of the job store ``database``."""
-    return database.with_name(database.name + ".worker.lock")
-
-
-def acquire_lock(database: Path) -> int:
-    """Take the worker lock without waiting; return its descriptor (closing it releases the lock)."""
-    path = lock_path(database)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise WorkerBusy(f"another appliance worker uses this job store (lock {path} is held)") from None
-    return fd
 
 
 class Worker:
@@ -86,8 +64,8 @@ class Worker:
     def run(self) -> int:
         """Serve until :meth:`request_stop`; return the exit status (1: another worker runs)."""
         try:
-            lock = acquire_lock(self.config.storage.database)
-        except WorkerBusy as exc:
+            lock = hold(self.config.storage.database, "worker")
+        except StoreBusy as exc:
             LOG.error("%s", exc)
             self.store.close()
             return 1

@@ -1,4 +1,4 @@
-"""Helpers that run the real adapter (``appliance adapter``) and real peers (dcmtk, Orthanc) on loopback."""
+"""Helpers that run the real services (``appliance adapter``, ``exporter``) and peers (dcmtk, Orthanc) on loopback."""
 
 from __future__ import annotations
 
@@ -168,6 +168,12 @@ class Adapter:
             return jobs if len(jobs) >= count else None
 
         return list(wait_for(ready, timeout, f"{count} job(s) {state}"))
+
+
+class Exporter(Adapter):
+    """One ``appliance exporter`` subprocess (same configuration file as the adapter)."""
+
+    command = "exporter"
 
 
 def storescu(port: int, files: list[Path] | tuple[Path, ...], called: str = "OrganSeg",

@@ -14,10 +14,11 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-from appliance.adapter import durable, instance
+from appliance.adapter import instance
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.instance import IncomingInstance
-from appliance.jobs import JobStore, PayloadLayout
+from appliance.jobs import JobStore
+from appliance.storage import PayloadLayout, durable
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"

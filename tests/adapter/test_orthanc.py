@@ -1,4 +1,4 @@
-"""Orthanc as the PACS: it sends a study to the adapter; the adapter exports results to it."""
+"""Orthanc as the PACS: it sends a study to the adapter; the exporter sends the results to it."""
 
 from __future__ import annotations
 
@@ -9,11 +9,25 @@ from typing import Any
 
 import pydicom
 import pytest
-from adapterkit import Adapter, Orthanc, base_config, free_port, storescu
+from adapterkit import Adapter, Exporter, Orthanc, base_config, free_port, storescu
 from ctseries import Series
 from pydicom.uid import generate_uid
 
 from appliance.jobs import JobState, JobStore
+
+
+@pytest.fixture
+def with_exporter() -> Iterator[Callable[[Adapter], Adapter]]:
+    """Start an exporter on an adapter's configuration (killed at teardown); return the adapter."""
+    made: list[Exporter] = []
+
+    def start(adapter: Adapter) -> Adapter:
+        made.append(Exporter(adapter.tmp, adapter.config).start())
+        return adapter
+
+    yield start
+    for exporter in made:
+        exporter.kill()
 
 
 @pytest.fixture
@@ -51,14 +65,13 @@ def _run_pipeline(adapter: Adapter) -> tuple[str, str]:
             ds.SeriesInstanceUID = series_uid
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
             ds.save_as(out / f"{ds.SOPInstanceUID}.dcm")
-        store.record_stage(job.id, "copy", "ok", "derived series")
         store.set_state(job.id, JobState.EXPORTING)
         return job.id, series_uid
 
 
 def test_orthanc_sends_a_study_and_receives_the_results(
     adapter_factory: Callable[..., Adapter], orthanc_factory: Callable[..., Orthanc],
-    series: Series, tmp_path: Path
+    with_exporter: Callable[[Adapter], Adapter], series: Series, tmp_path: Path
 ) -> None:
     port = free_port()
     pacs = orthanc_factory(modalities={"clara": ["OrganSeg", "127.0.0.1", port]})
@@ -66,7 +79,7 @@ def test_orthanc_sends_a_study_and_receives_the_results(
         "dicom.scp.reject-unknown-sources": True,
         "dicom.scp.sources": [{"host-ip": "127.0.0.1", "ae-title": "ORTHANC"}]})
     (tmp_path / "a").mkdir()
-    a = adapter_factory(cfg).start()
+    a = with_exporter(adapter_factory(cfg).start())
 
     for path in series.files:
         pacs.post("/instances", path.read_bytes(), "application/dicom")
@@ -87,11 +100,11 @@ def test_orthanc_sends_a_study_and_receives_the_results(
 
 def test_transient_failures_are_retried_with_backoff_then_recorded(
     adapter_factory: Callable[..., Adapter], orthanc_factory: Callable[..., Orthanc],
-    series: Series, tmp_path: Path
+    with_exporter: Callable[[Adapter], Adapter], series: Series, tmp_path: Path
 ) -> None:
     pacs = orthanc_factory(start=False)  # ports chosen, nothing listening yet: refused
     (tmp_path / "a").mkdir()
-    a = adapter_factory(_config(tmp_path / "a", free_port(), pacs.dicom_port)).start()
+    a = with_exporter(adapter_factory(_config(tmp_path / "a", free_port(), pacs.dicom_port)).start())
     assert storescu(a.port, series.files[:3]).returncode == 0
     a.wait_jobs("ready", 1)
     job_id, result_series = _run_pipeline(a)
@@ -110,12 +123,13 @@ def test_transient_failures_are_retried_with_backoff_then_recorded(
 
 
 def test_permanent_rejection_is_not_retried(
-    adapter_factory: Callable[..., Adapter], series: Series, tmp_path: Path
+    adapter_factory: Callable[..., Adapter], with_exporter: Callable[[Adapter], Adapter], series: Series,
+    tmp_path: Path
 ) -> None:
     # The destination is the adapter itself under an AE title it does not have: rejected-permanent.
     port = free_port()
     (tmp_path / "a").mkdir()
-    a = adapter_factory(_config(tmp_path / "a", port, port, pacs_ae="NOBODY")).start()
+    a = with_exporter(adapter_factory(_config(tmp_path / "a", port, port, pacs_ae="NOBODY")).start())
     assert storescu(a.port, series.files[:2]).returncode == 0
     a.wait_jobs("ready", 1)
     job_id, _ = _run_pipeline(a)

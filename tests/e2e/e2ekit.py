@@ -1,4 +1,4 @@
-"""The whole appliance on loopback: adapter + worker (subprocesses), Orthanc as PACS, a real tritonserver.
+"""The whole appliance on loopback: adapter, worker and exporter (subprocesses), Orthanc as PACS, a real tritonserver.
 
 Used by the end-to-end tests and ``benchmarks/pipeline.py``. Builds on the adapter tests' kit
 (``tests/adapter/adapterkit.py``) for the processes, Orthanc and storescu.
@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adapter"))
 from adapterkit import (  # noqa: E402
     APPLIANCE,
     Adapter,
+    Exporter,
     Orthanc,
     base_config,
     free_port,
@@ -55,21 +56,24 @@ def stack_config(root: Path, scp_port: int, pacs_port: int, triton: Ports, ae_wo
 
 
 class Stack:
-    """Adapter and worker for one configuration; reads the job store directly (fast, no CLI)."""
+    """Adapter, worker and exporter for one configuration; reads the job store directly (fast, no CLI)."""
 
     def __init__(self, folder: Path, config: dict[str, Any]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.adapter = Adapter(folder, config)
         self.worker = Worker(folder, config)
+        self.exporter = Exporter(folder, config)
         self.port = self.adapter.port
         self.database = self.adapter.root / "jobs.sqlite3"
 
     def start(self) -> Stack:
         self.adapter.start()
         self.worker.start()
+        self.exporter.start()
         return self
 
     def kill(self) -> None:
+        self.exporter.kill()
         self.worker.kill()
         self.adapter.kill()
 

@@ -31,6 +31,8 @@ def test_configs_valid(host) -> None:  # type: ignore[no-untyped-def]
 
 APPLIANCE = "/opt/appliance/venv/bin/appliance"
 CONFIG = "/etc/appliance/adapter.yaml"
+#: The appliance's services: DICOM in, the pipeline, DICOM out.
+APPLIANCE_UNITS = ("appliance-adapter", "appliance-worker", "appliance-exporter")
 NO_APPLIANCE_WHY = ("Ubuntu 26.04 ships Python 3.14: highdicom's pyjpegls and the Triton Python-backend stub "
                     "have no builds for it yet, so the sandbox choices skip triton and appliance there")
 
@@ -43,13 +45,13 @@ def appliance_host(host):  # type: ignore[no-untyped-def]
 
 
 def test_services_active_and_enabled(appliance_host) -> None:  # type: ignore[no-untyped-def]
-    for unit in ("triton", "appliance-adapter", "appliance-worker"):
+    for unit in ("triton", *APPLIANCE_UNITS):
         service = appliance_host.service(unit)
         assert service.is_running and service.is_enabled, unit
 
 
 def test_services_run_as_the_service_user(appliance_host) -> None:  # type: ignore[no-untyped-def]
-    for unit in ("triton", "appliance-adapter", "appliance-worker"):
+    for unit in ("triton", *APPLIANCE_UNITS):
         pid = appliance_host.check_output(f"systemctl show -p MainPID --value {unit}")
         assert appliance_host.check_output(f"ps -o user= -p {pid}") == "appliance", unit
 
@@ -66,10 +68,12 @@ def test_config_valid(appliance_host) -> None:  # type: ignore[no-untyped-def]
     out = appliance_host.run(f"{APPLIANCE} worker --check --config {CONFIG}")
     assert out.rc == 0, out.stderr
     assert "OrganSeg->OrganSeg" in out.stdout
+    out = appliance_host.run(f"{APPLIANCE} exporter --check --config {CONFIG}")
+    assert out.rc == 0 and "(destinations: WORKSTATION)" in out.stdout, out.stderr
 
 
 def test_hardening_scores(appliance_host) -> None:  # type: ignore[no-untyped-def]
-    for unit in ("appliance-adapter", "appliance-worker"):
+    for unit in APPLIANCE_UNITS:
         out = appliance_host.check_output(f"systemd-analyze security --no-pager {unit}.service")
         score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))  # type: ignore[union-attr]
         assert score <= 5.0, f"{unit}: exposure {score}"
@@ -96,7 +100,7 @@ def test_restart_mid_study_loses_nothing_acknowledged(appliance_host, tmp_path) 
     address = roundtrip.container_ip(container)
     study_uid, files = roundtrip.make_study(tmp_path / "study", slices=40)
     roundtrip.push(address, 104, "OrganSeg", files[:20])
-    appliance_host.check_output("systemctl restart appliance-adapter appliance-worker")
+    appliance_host.check_output(f"systemctl restart {' '.join(APPLIANCE_UNITS)}")
     roundtrip.push(address, 104, "OrganSeg", files[20:])
     deadline = time.monotonic() + 120
     while True:

@@ -16,10 +16,11 @@ import threading
 import time
 from pathlib import Path
 
-from appliance.export.policy import Severity
-from appliance.export.scu import send
-from appliance.jobs import ExportRecord, Job, JobState, JobStore, PayloadLayout
+from appliance.exporter.policy import Severity
+from appliance.exporter.scu import send
+from appliance.jobs import ExportRecord, Job, JobState, JobStore
 from appliance.settings import AdapterConfig
+from appliance.storage import PayloadLayout
 
 LOG = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class ExportWorker:
         for job_id in self._store.requeue_interrupted_exports():
             LOG.warning("job %s: export interrupted by a restart; sending again", job_id)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the export thread runs."""
+        return self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the current try (waits up to ``timeout`` seconds)."""

@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE
 from pynetdicom.association import Association
 
-from appliance.adapter.transport import set_nodelay
-from appliance.export.policy import Severity, reject_severity, status_ok, status_severity
+from appliance.dicomnet import nodelay, requestor
+from appliance.exporter.policy import Severity, reject_severity, status_ok, status_severity
 from appliance.settings import DestinationConfig
 
 LOG = logging.getLogger(__name__)
@@ -54,11 +53,7 @@ def send(
         result.severity = Severity.PERMANENT
         return result
 
-    ae = AE(ae_title=calling_ae)
-    ae.connection_timeout = timeout
-    ae.acse_timeout = timeout
-    ae.dimse_timeout = timeout
-    ae.network_timeout = timeout
+    ae = requestor(calling_ae, timeout)
     for sop_class, syntax in pairs:
         # Offer each file's own transfer syntax only: sending it otherwise would mean transcoding.
         ae.add_requested_context(sop_class, syntax)
@@ -73,7 +68,7 @@ def send(
             result.error = "no association (connection refused, reset or timed out)"
             result.severity = Severity.TRANSIENT
         return result
-    set_nodelay(assoc.dul.socket.socket if assoc.dul.socket else None)
+    nodelay(assoc)
     try:
         accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
         for path in files:
