@@ -68,23 +68,26 @@ class Job:
 
 @dataclass(frozen=True)
 class StageRecord:
-    """A pipeline stage's result, as reported by the pipeline worker.
+    """What one pipeline stage did: made by the stage loop (:func:`appliance.pipeline.run_stages`),
+    kept by the job store.
 
     ``status`` is ``running`` while the stage runs, then ``succeeded``/``failed``, or
-    ``interrupted`` when a worker crash or restart cut it short. ``at`` is when the record was
-    last written; ``started_at``/``ended_at`` (UNIX seconds) and ``duration_s`` (seconds) are
-    set by the worker (None in records written without them); ``attempt`` is the job's attempt.
+    ``interrupted`` when a worker crash or restart cut it short. ``detail`` is the stage's notes
+    joined by ``"; "``, or ``"ErrorType: message"`` when it failed. ``started_at``/``ended_at``
+    are UNIX seconds and ``duration_s`` seconds (None while running, and in rows older versions
+    wrote). In the job store: ``job_id``, the job's ``attempt`` and ``at``, when the row was last
+    written.
     """
 
-    job_id: str
     stage: str
     status: str
-    detail: str
-    at: float
+    detail: str = ""
     started_at: float | None = None
     ended_at: float | None = None
     duration_s: float | None = None
+    job_id: str = ""
     attempt: int | None = None
+    at: float | None = None
 
 
 @dataclass(frozen=True)

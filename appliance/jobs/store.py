@@ -1,16 +1,17 @@
-"""The durable job store: one SQLite database in WAL mode, shared by the adapter, the CLI and the
-pipeline worker (separate processes; SQLite's locking arbitrates).
+"""The durable job store: one SQLite database in WAL mode, shared by the adapter, the worker, the
+exporter and the CLI (separate processes; SQLite's locking arbitrates).
 
 The API is small on purpose; the pipeline worker needs only::
 
     store = JobStore(path)
     job = store.claim_next_ready()              # READY -> RUNNING, atomically; None if none
-    store.record_stage(job.id, "segment", "ok", "3 organs")
+    record_id = store.start_stage(job.id, "reader", job.attempt, started_at=time.time())
+    store.finish_stage(record_id, record)       # the stage loop's StageRecord
     store.set_state(job.id, JobState.EXPORTING)  # results are in layout.output_dir(job.id)
     # or: store.set_state(job.id, JobState.FAILED, error="...", phase="pipeline")
 
-Every write is its own transaction with ``synchronous=FULL``: a job row the adapter created is on
-disk before the first instance of that job is acknowledged.
+Every write is one transaction with ``synchronous=FULL``, committed or rolled back as a whole: a
+job row the adapter created is on disk before the first instance of that job is acknowledged.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ _JOB_COLUMNS = (
     "id, state, called_ae, calling_ae, study_uid, workflow, destinations, version, instance_count, "
     "created_at, updated_at, last_instance_at, ready_at, finished_at, attempt, error, failed_phase, resumes"
 )
-_STAGE_COLUMNS = "job_id, stage, status, detail, at, started_at, ended_at, duration_s, attempt"
+_STAGE_COLUMNS = "stage, status, detail, started_at, ended_at, duration_s, job_id, attempt, at"
 
 
 def _job(row: tuple[Any, ...]) -> Job:
@@ -167,14 +168,18 @@ class JobStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front, so read-then-write (claiming) cannot race
         # another process doing the same.
+        # COMMIT is inside the try: a COMMIT that fails (disk full, I/O error, a deferred
+        # constraint) must roll back too, or the connection would keep the transaction and the
+        # write lock. SQLite rolls some failures back by itself, hence in_transaction.
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -210,7 +215,7 @@ class JobStore:
             rows = self._db.execute(
                 f"SELECT {_STAGE_COLUMNS} FROM stages WHERE job_id = ? ORDER BY rowid", (job_id,)
             ).fetchall()
-        return [StageRecord(*r) for r in rows]
+        return [StageRecord(*r) for r in rows]  # columns in the dataclass's field order
 
     def exports(self, job_id: str) -> list[ExportRecord]:
         """Export tries of ``job_id`` in the order they happened."""
@@ -303,14 +308,6 @@ class JobStore:
         """
         return self._claim(JobState.READY, JobState.RUNNING)
 
-    def record_stage(self, job_id: str, stage: str, status: str, detail: str = "") -> None:
-        """Append a stage result (free text ``status`` such as ``ok``/``failed``) to the job."""
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO stages (job_id, stage, status, detail, at) VALUES (?, ?, ?, ?, ?)",
-                (job_id, stage, status, detail, time.time()),
-            )
-
     def start_stage(self, job_id: str, stage: str, attempt: int, started_at: float) -> int:
         """Record that ``stage`` started (status ``running``); return the record's ID for
         :meth:`finish_stage`. A record still ``running`` after a crash is marked ``interrupted``
@@ -323,12 +320,12 @@ class JobStore:
             )
         return int(cur.lastrowid or 0)
 
-    def finish_stage(self, record_id: int, status: str, detail: str, ended_at: float, duration_s: float) -> None:
-        """Complete a record made by :meth:`start_stage` (``ended_at`` UNIX s, ``duration_s`` s)."""
+    def finish_stage(self, record_id: int, record: StageRecord) -> None:
+        """Complete a record made by :meth:`start_stage` with the stage loop's ``record``."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE stages SET status = ?, detail = ?, at = ?, ended_at = ?, duration_s = ? WHERE rowid = ?",
-                (status, detail, time.time(), ended_at, duration_s, record_id),
+                (record.status, record.detail, time.time(), record.ended_at, record.duration_s, record_id),
             )
 
     def recover_running(self, resume: bool, max_resumes: int) -> list[Job]:
@@ -414,17 +411,19 @@ class JobStore:
     def retry(self, job_id: str, pipeline: bool = False) -> Job:
         """Run a failed job again as a new attempt: back to ``exporting`` if only its export
         failed (unless ``pipeline``), else ``ready`` so the worker runs every stage again."""
-        job = self.get(job_id)
-        if job.state is not JobState.FAILED:
-            raise InvalidTransition(f"{job_id}: only a failed job can be retried (it is {job.state.value})")
-        target = JobState.EXPORTING if job.failed_phase == "export" and not pipeline else JobState.READY
         with self._transaction() as db:
+            row = db.execute("SELECT state, failed_phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise UnknownJob(job_id)
+            if row[0] != JobState.FAILED.value:
+                raise InvalidTransition(f"{job_id}: only a failed job can be retried (it is {row[0]})")
+            target = JobState.EXPORTING if row[1] == "export" and not pipeline else JobState.READY
             db.execute(
-                "UPDATE jobs SET attempt = attempt + 1, resumes = 0, error = NULL, failed_phase = NULL, "
-                "finished_at = NULL WHERE id = ? AND state = ?",
-                (job_id, JobState.FAILED.value),
+                "UPDATE jobs SET state = ?, attempt = attempt + 1, resumes = 0, error = NULL, failed_phase = NULL,"
+                " finished_at = NULL, updated_at = ? WHERE id = ?",
+                (target.value, time.time(), job_id),
             )
-        return self._move(job_id, target, expected=JobState.FAILED)
+        return self.get(job_id)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -442,13 +441,13 @@ class JobStore:
             )
         return self.get(row[0])
 
-    def _move(self, job_id: str, target: JobState, expected: JobState | None = None, **fields: Any) -> Job:
+    def _move(self, job_id: str, target: JobState, **fields: Any) -> Job:
         with self._transaction() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise UnknownJob(job_id)
             current = JobState(row[0])
-            if (expected is not None and current is not expected) or target not in TRANSITIONS[current]:
+            if target not in TRANSITIONS[current]:
                 raise InvalidTransition(f"{job_id}: {current.value} -> {target.value} is not allowed")
             fields.update(state=target.value, updated_at=time.time())
             assignments = ", ".join(f"{name} = ?" for name in fields)

@@ -1,9 +1,11 @@
-"""Pipeline stages of a job: reader -> inference -> writer, plus the runner that records them.
+"""Pipeline stages of a job: reader -> inference -> writer, and the one loop that runs them.
 
-Typical use by a job runner::
+Typical use (the worker's :class:`~appliance.worker.JobRunner` adds the job store's records and
+its own last stage)::
 
     context = StageContext(job_dir, workflow)
-    result = run_stages(default_stages(), context, on_record=store.save)
+    result = run_stages(default_stages(), context, on_record=print)
+    result.succeeded, result.artifacts["seg"]
 
 See docs/pipeline.md for the files each stage writes under ``job_dir/payload``.
 """
@@ -12,9 +14,10 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
+from appliance.jobs.model import StageRecord
 from appliance.pipeline.inference import InferenceStage
 from appliance.pipeline.reader import ReaderStage
-from appliance.pipeline.stage import PipelineResult, Stage, StageContext, StageOutput, StageRecord, run_stages
+from appliance.pipeline.stage import PipelineResult, Stage, StageContext, StageOutput, run_stages
 from appliance.pipeline.writer import WriterStage
 from appliance.settings.workflow import TritonSettings
 

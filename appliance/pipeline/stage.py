@@ -1,26 +1,25 @@
-"""The stage interface and a minimal runner that records what each stage did.
+"""The stage interface and the one loop that runs stages and records what each did.
 
-A job runner builds a :class:`StageContext` for the job folder and calls
-:func:`run_stages` with the stages of the workflow; every stage reads the artifacts of the
-stages before it from ``context.artifacts`` and writes its files under
-``context.payload_dir/<stage name>/``. Files are the hand-over between stages, so a runner
-may also run each stage in its own process.
+A job runner builds a :class:`StageContext` for the job folder and calls :func:`run_stages`
+with the stages; every stage reads the artifacts of the stages before it from
+``context.artifacts`` and writes its files under ``context.payload_dir/<stage name>/``. Files are
+the hand-over between stages, so a runner may also run each stage in its own process. Each
+stage's outcome is a :class:`~appliance.jobs.StageRecord`, the same record the job store keeps.
 """
 
 from __future__ import annotations
 
 import abc
-import datetime
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
+from appliance.jobs.model import StageRecord
 from appliance.settings.workflow import Workflow
-
-Outcome = Literal["succeeded", "failed"]
 
 
 @dataclass
@@ -80,76 +79,58 @@ class Stage(abc.ABC):
 
 
 @dataclass(frozen=True)
-class StageRecord:
-    """What happened in one stage: times (UTC), duration (s), outcome, error, files and notes."""
-
-    stage: str
-    started: datetime.datetime
-    ended: datetime.datetime
-    duration_s: float
-    outcome: Outcome
-    error: str | None = None
-    error_type: str | None = None
-    artifacts: dict[str, str] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form, times as ISO 8601 strings."""
-        return {
-            "stage": self.stage,
-            "started": self.started.isoformat(),
-            "ended": self.ended.isoformat(),
-            "duration_s": round(self.duration_s, 4),
-            "outcome": self.outcome,
-            "error": self.error,
-            "error_type": self.error_type,
-            "artifacts": self.artifacts,
-            "notes": list(self.notes),
-        }
-
-
-@dataclass(frozen=True)
 class PipelineResult:
-    """Records of the stages that ran (the failed one last, if any) and all artifacts."""
+    """Records of the stages that ran (the failed one last, if any) and all artifacts.
+
+    ``stopped``: the loop was asked to stop before the stage after the last record.
+    """
 
     records: tuple[StageRecord, ...]
     artifacts: dict[str, Path]
+    stopped: bool = False
 
     @property
     def succeeded(self) -> bool:
-        return all(r.outcome == "succeeded" for r in self.records)
+        return not self.stopped and all(r.status == "succeeded" for r in self.records)
 
 
 def run_stage(stage: Stage, context: StageContext) -> StageRecord:
     """Run one stage, merge its artifacts into ``context`` and return its record; never raises
-    for stage failures (the record carries the error), so a runner can always persist it."""
-    started = datetime.datetime.now(datetime.timezone.utc)
+    for stage failures (the record carries ``"ErrorType: message"``), so a runner can always persist it."""
+    started = time.time()
     t0 = time.perf_counter()
     try:
         output = stage.run(context)
     except Exception as exc:  # noqa: BLE001 - any failure of a stage is recorded, not propagated
-        duration = time.perf_counter() - t0
-        return StageRecord(stage.name, started, datetime.datetime.now(datetime.timezone.utc), duration, "failed",
-                           error=str(exc) or traceback.format_exc(limit=1), error_type=type(exc).__name__)
+        error = str(exc) or traceback.format_exc(limit=1)
+        return StageRecord(stage.name, "failed", f"{type(exc).__name__}: {error}", started, time.time(),
+                           time.perf_counter() - t0)
     duration = time.perf_counter() - t0
     context.artifacts.update(output.artifacts)
-    return StageRecord(stage.name, started, datetime.datetime.now(datetime.timezone.utc), duration, "succeeded",
-                       artifacts={k: str(v) for k, v in output.artifacts.items()}, notes=output.notes)
+    return StageRecord(stage.name, "succeeded", "; ".join(output.notes), started, time.time(), duration)
 
 
-def run_stages(stages: Sequence[Stage], context: StageContext,
-               on_record: Callable[[StageRecord], None] | None = None) -> PipelineResult:
-    """Run ``stages`` in order, stopping at the first failure.
+def run_stages(stages: Sequence[Stage], context: StageContext, *,
+               on_start: Callable[[str, float], None] | None = None,
+               on_record: Callable[[StageRecord], None] | None = None,
+               stop: threading.Event | None = None) -> PipelineResult:
+    """Run ``stages`` in order, stopping at the first failure: the one stage loop of the appliance.
 
     Args:
+        on_start: called with a stage's name and start time (UNIX s) just before it runs.
         on_record: called with each record as soon as its stage ends (e.g. to update the job store).
+        stop: when set, no further stage starts (the result says ``stopped``).
     """
     records: list[StageRecord] = []
     for stage in stages:
+        if stop is not None and stop.is_set():
+            return PipelineResult(tuple(records), dict(context.artifacts), stopped=True)
+        if on_start is not None:
+            on_start(stage.name, time.time())
         record = run_stage(stage, context)
         records.append(record)
         if on_record is not None:
             on_record(record)
-        if record.outcome == "failed":
+        if record.status == "failed":
             break
     return PipelineResult(tuple(records), dict(context.artifacts))

@@ -15,12 +15,10 @@ import dataclasses
 import logging
 import shutil
 import threading
-import time
 from contextlib import AbstractContextManager
 
 from appliance.jobs import Job, JobState, JobStore
-from appliance.pipeline import Stage, StageContext, StageRecord, default_stages
-from appliance.pipeline.stage import run_stage
+from appliance.pipeline import Stage, StageContext, StageRecord, default_stages, run_stages
 from appliance.settings import TritonSettings, WorkerConfig, Workflow
 from appliance.storage import PayloadLayout
 from appliance.worker.catalog import UnknownWorkflow, WorkflowCatalog
@@ -34,12 +32,6 @@ def triton_settings(workflow: Workflow, config: WorkerConfig) -> TritonSettings:
     own = workflow.inference.triton
     url = config.triton.http_url if own.protocol == "http" else config.triton.grpc_url
     return dataclasses.replace(own, url=url) if url else own
-
-
-def _detail(record: StageRecord) -> str:
-    if record.outcome == "failed":
-        return f"{record.error_type}: {record.error}"
-    return "; ".join(record.notes)
 
 
 class JobRunner:
@@ -77,17 +69,22 @@ class JobRunner:
                                input_dir=self._layout.input_dir(job.id),
                                payload_dir=self._layout.payload_dir(job.id))
         LOG.info("job %s: running workflow %s (attempt %d)", job.id, workflow.name, job.attempt)
-        for stage in self.stages(job, workflow):
-            if self._stop.is_set():
-                LOG.info("job %s: stopping before stage %s; back to ready", job.id, stage.name)
-                return self._store.set_state(job.id, JobState.READY)
-            record_id = self._store.start_stage(job.id, stage.name, job.attempt, started_at=time.time())
-            record = run_stage(stage, context)
-            self._store.finish_stage(record_id, record.outcome, _detail(record), record.ended.timestamp(),
-                                     record.duration_s)
-            LOG.info("job %s: stage %s %s in %.2f s", job.id, stage.name, record.outcome, record.duration_s)
-            if record.outcome == "failed":
-                return self._fail(job, f"{stage.name}: {_detail(record)}")
+        record_ids: dict[str, int] = {}
+
+        def started(stage: str, at: float) -> None:
+            record_ids[stage] = self._store.start_stage(job.id, stage, job.attempt, started_at=at)
+
+        def ended(record: StageRecord) -> None:
+            self._store.finish_stage(record_ids[record.stage], record)
+            LOG.info("job %s: stage %s %s in %.2f s", job.id, record.stage, record.status, record.duration_s or 0)
+
+        result = run_stages(self.stages(job, workflow), context, on_start=started, on_record=ended, stop=self._stop)
+        if result.stopped:
+            LOG.info("job %s: stopping at a stage boundary; back to ready", job.id)
+            return self._store.set_state(job.id, JobState.READY)
+        if not result.succeeded:
+            failed = result.records[-1]
+            return self._fail(job, f"{failed.stage}: {failed.detail}")
         return self._store.set_state(job.id, JobState.EXPORTING)
 
     def _fail(self, job: Job, reason: str) -> Job:

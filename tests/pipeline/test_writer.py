@@ -68,9 +68,9 @@ def test_pipeline_end_to_end(triton: LocalTriton, phantom: PhantomFiles, workflo
     seen: list[StageRecord] = []
     result = run_stages(default_stages(TritonSettings(url=triton.http_url)), StageContext(job, workflow),
                         on_record=seen.append)
-    assert result.succeeded, [r.as_dict() for r in result.records]
+    assert result.succeeded, result.records
     assert [r.stage for r in seen] == ["reader", "inference", "writer"]
-    assert all(r.duration_s > 0 and r.ended >= r.started for r in seen)
+    assert all((r.duration_s or 0) > 0 and (r.ended_at or 0) >= (r.started_at or 1) for r in seen)
     seg_path = result.artifacts["seg"]
     assert seg_path == job / "payload" / "writer" / "seg.dcm"
     assert dciodvfy_errors(seg_path) == []
@@ -90,17 +90,17 @@ def test_runner_records_failure(phantom: PhantomFiles, workflows: dict[str, Work
     down = TritonSettings(url=f"127.0.0.1:{free_ports(1)[0]}", protocol="grpc")
     result = run_stages(default_stages(down), StageContext(job, workflow))
     assert not result.succeeded
-    assert [(r.stage, r.outcome) for r in result.records] == [("reader", "succeeded"), ("inference", "failed")]
+    assert [(r.stage, r.status) for r in result.records] == [("reader", "succeeded"), ("inference", "failed")]
     failed = result.records[-1]
-    assert failed.error_type == "ServerUnavailableError" and "is not reachable" in (failed.error or "")
+    assert failed.detail.startswith("ServerUnavailableError: ") and "is not reachable" in failed.detail
     assert "seg" not in result.artifacts
 
 
 def test_missing_artifact_names_stage(workflows: dict[str, Workflow], tmp_path: Path) -> None:
     workflow = workflows["OrganSeg"]
     result = run_stages(default_stages()[2:], StageContext(tmp_path, workflow))
-    assert result.records[0].outcome == "failed"
-    assert "run the reader stage first" in (result.records[0].error or "")
+    assert result.records[0].status == "failed"
+    assert "run the reader stage first" in result.records[0].detail
 
 
 def test_seg_rejects_wrong_mask(phantom: PhantomFiles, workflows: dict[str, Workflow], tmp_path: Path) -> None:
