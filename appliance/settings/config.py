@@ -32,6 +32,7 @@ from appliance.settings.types import (
     Text,
     Uid,
     conflict,
+    unique,
 )
 
 #: The transfer syntaxes C-ECHO is offered with when the file names none (Clara's defaults).
@@ -123,14 +124,6 @@ class VerificationConfig:
             object.__setattr__(self, "transfer_syntaxes", DEFAULT_VERIFICATION_SYNTAXES)
 
 
-def _unique_titles(ae_titles: tuple[AeTitleConfig, ...]) -> tuple[AeTitleConfig, ...]:
-    titles = [a.ae_title for a in ae_titles]
-    for i, title in enumerate(titles):
-        if title in titles[:i]:
-            raise conflict(f"duplicate AE title {title!r}", i, "ae-title")
-    return ae_titles
-
-
 def _sources_listed(reject: bool, info: ValidationInfo) -> bool:
     if reject and not info.data.get("sources", True):
         raise conflict("is true but dicom.scp.sources lists no source: every peer would be refused")
@@ -144,7 +137,7 @@ class ScpConfig:
 
     ae_titles: Annotated[
         tuple[Annotated[AeTitleConfig, BeforeValidator(_lone_destination)], ...],
-        AfterValidator(_unique_titles),
+        unique("ae-title", "AE title"),
         Field(min_length=1, description="the AE titles we answer to, at least one"),
     ]
     port: Annotated[Int, Field(ge=1, le=65535, description="TCP port of the SCP")] = 104
@@ -179,14 +172,6 @@ class DestinationConfig:
     ae_title: Annotated[AeTitle, Field(description="its AE title (our called AE title)")]
 
 
-def _unique_names(destinations: tuple[DestinationConfig, ...]) -> tuple[DestinationConfig, ...]:
-    names = [d.name for d in destinations]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise conflict(f"duplicate destination name {name!r}", i, "name")
-    return destinations
-
-
 @with_config(KEBAB_KEYS)
 @dataclass(frozen=True)
 class ScuConfig:
@@ -195,7 +180,7 @@ class ScuConfig:
     ae_title: Annotated[AeTitle, Field(description="our calling AE title when exporting")] = "ClaraSCU"
     max_associations: Annotated[Int, Field(ge=1, le=1000, description="accepted and kept; exports run one "
                                                                      "association at a time")] = 2
-    destinations: Annotated[tuple[DestinationConfig, ...], AfterValidator(_unique_names),
+    destinations: Annotated[tuple[DestinationConfig, ...], unique("name", "destination name"),
                             Field(description="C-STORE SCPs results go to")] = ()
 
     def destination(self, name: str) -> DestinationConfig | None:

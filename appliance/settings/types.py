@@ -36,6 +36,19 @@ def conflict(message: str, *at: str | int) -> PydanticCustomError:
     return PydanticCustomError("conflict", message, {"at": at})
 
 
+def unique(key: str, what: str) -> AfterValidator:
+    """Put on a tuple of sections: no two may have the same ``key`` (e.g. ``ae-title``)."""
+
+    def check(items: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = [getattr(item, key.replace("-", "_")) for item in items]
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                raise conflict(f"duplicate {what} {value!r}", i, key)
+        return items
+
+    return AfterValidator(check)
+
+
 def _checked(kind: str, convert: Callable[[str], str | None]) -> AfterValidator:
     def check(value: str) -> str:
         converted = convert(value)

@@ -9,23 +9,9 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-from appliance.settings.workflow import (
-    STAGES,
-    CodedConcept,
-    Destination,
-    InferenceSettings,
-    LabelSpec,
-    ModelSpec,
-    ReaderSettings,
-    SeriesRules,
-    SettingsError,
-    TensorSpec,
-    TritonSettings,
-    Workflow,
-    WriterSettings,
-    load_workflow,
-    parse_workflow,
-)
+from appliance.settings import workflow as _schema
+from appliance.settings.workflow import *  # noqa: F403 - the schema's names, for the code working with workflows
+from appliance.settings.workflow import Workflow, load_workflow
 
 
 def shipped_files() -> list[Path]:
@@ -39,22 +25,4 @@ def shipped_workflows() -> dict[str, Workflow]:
     return {wf.name: wf for wf in map(load_workflow, shipped_files())}
 
 
-__all__ = [
-    "STAGES",
-    "CodedConcept",
-    "Destination",
-    "InferenceSettings",
-    "LabelSpec",
-    "ModelSpec",
-    "ReaderSettings",
-    "SeriesRules",
-    "SettingsError",
-    "TensorSpec",
-    "TritonSettings",
-    "Workflow",
-    "WriterSettings",
-    "load_workflow",
-    "parse_workflow",
-    "shipped_files",
-    "shipped_workflows",
-]
+__all__ = [*_schema.__all__, "shipped_files", "shipped_workflows"]
