@@ -202,7 +202,7 @@ def start_receivers(stack: ExitStack, work: Path, files: list[Path]) -> dict[str
     port = free_port()
     config = {
         "dicom": {"scp": {"port": port, "bind-address": "127.0.0.1", "max-associations": 4,
-                          "ae-titles": [{"ae-title": "OrganSeg"}]}},
+                          "ae-titles": [{"ae-title": "OrganSeg", "destinations": "none"}]}},
         "storage": {"root": str(work / "adapter")},
         "completion": {"quiet-seconds": 0.5},
     }
