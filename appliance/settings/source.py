@@ -112,6 +112,8 @@ def _message(error: ErrorDetails, schema: TypeAdapter[Any]) -> str:
     kind, value = error["type"], error.get("input")
     if kind == "missing":
         return "is required"
+    if kind == "too_short":
+        return f"must list at least {(error.get('ctx') or {}).get('min_length', 1)}"
     if kind in _UNKNOWN_KEY:
         loc = tuple(error["loc"])
         known = _keys_at(schema.json_schema(by_alias=True), loc[:-1])

@@ -71,6 +71,14 @@ def test_stage_order_enforced() -> None:
     assert any("stages must run in the order reader -> inference -> writer" in p for p in _problems(swapped))
 
 
+def test_empty_lists_say_what_they_need() -> None:
+    text = ORGANSEG.read_text()
+    text = text[:text.index("labels:")] + "labels: []\n" + text[text.index("stages:"):]
+    problems = _problems(text.replace("formats: [mhd, nifti]", "formats: []"))
+    assert [p.split(": ", 1)[1] for p in problems] == ["labels: must list at least 1",
+                                                       "stages[0].formats: must list at least 1"]
+
+
 def test_stages_are_all_three(tmp_path: Path) -> None:
     text = ORGANSEG.read_text()
     inference = text[text.index("  - stage: inference"):text.index("  - stage: writer")]
