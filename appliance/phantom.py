@@ -7,6 +7,11 @@ and the ground truth is exact at every voxel centre. Labels follow :data:`LABELS
 Intensities (HU, before noise): air -1000, fat -100, soft tissue 35, liver 95, spleen
 135, kidneys 190, vertebral bone 350-700. Gaussian noise (``noise_hu``) and a small
 point-spread blur make the organ boundaries realistic for a threshold-type model.
+
+The same anatomy can be scanned the ways real series come: head or feet first, supine or prone,
+axial, coronal or sagittal planes, a tilted gantry, as one Enhanced (multi-frame) CT instance,
+and with the header variety of real archives (anonymised type-2 attributes, no Frame of
+Reference, non-ASCII names).
 """
 
 # SimpleITK ships py.typed but its SWIG bindings have no annotations: allow calling them.
@@ -19,6 +24,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +37,22 @@ LABELS: dict[int, str] = {1: "liver", 2: "spleen", 3: "kidneys"}
 
 _AIR, _FAT, _SOFT, _LIVER, _SPLEEN, _KIDNEY, _CANCELLOUS, _CORTICAL = -1000, -100, 35, 95, 135, 190, 350, 700
 _INTERCEPT = -1024.0  # stored value 0 is -1024 HU, as on most CT scanners
+
+Plane = Literal["axial", "coronal", "sagittal"]
+PatientPosition = Literal["HFS", "FFS", "HFP", "FFP"]
+
+_X, _Y, _Z = np.eye(3)
+#: (row cosine, column cosine) in patient coordinates (LPS), as scanners write ImageOrientationPatient.
+#: Axial images are displayed with the patient's right on the left and anterior up, so feet first
+#: flips the rows and prone flips both.
+_COSINES: dict[tuple[Plane, PatientPosition], tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {
+    ("axial", "HFS"): (_X, _Y),
+    ("axial", "FFS"): (-_X, _Y),
+    ("axial", "HFP"): (-_X, -_Y),
+    ("axial", "FFP"): (_X, -_Y),
+    ("coronal", "HFS"): (_X, -_Z),
+    ("sagittal", "HFS"): (_Y, -_Z),
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +76,23 @@ class PhantomSpec:
     """Slice indices left out of the written series, to simulate gaps."""
     patient_id: str = "PHANTOM-001"
     series_description: str = "Abdomen phantom"
+    plane: Plane = "axial"
+    """Image plane; slices step along its normal, ``length_mm`` across the body for coronal/sagittal."""
+    patient_position: PatientPosition = "HFS"
+    """Head/feet first, supine/prone (axial only): sets PatientPosition and ImageOrientationPatient."""
+    multiframe: bool = False
+    """Write one Legacy Converted Enhanced CT instance (all slices as frames) instead of one file per slice."""
+    bits_stored: int = 16
+    """BitsStored (and HighBit + 1); 12 is common on CT and what JPEG Extended (12-bit) encodes."""
+    study_uid: str | None = None
+    """StudyInstanceUID to use, e.g. to put two phantom series in one study; None: derived from the spec."""
+    series_number: int = 1
+    series_time: str = "080000"
+    """SeriesTime and AcquisitionTime (HHMMSS): which of two contrast phases was acquired later."""
+    patient_name: str = "Phantom^Abdomen"
+    specific_character_set: str = "ISO_IR 100"
+    drop_attributes: tuple[str, ...] = ()
+    """Keywords deleted from every instance, as anonymisers do (e.g. PatientBirthDate, FrameOfReferenceUID)."""
 
 
 @dataclass(frozen=True)
@@ -109,16 +148,26 @@ def _anatomy(z_mid: float) -> list[tuple[_Ellipsoid, int, int]]:
 
 def _slice_geometry(spec: PhantomSpec) -> Iterator[tuple[int, npt.NDArray[np.float64], npt.NDArray[np.float64],
                                                          npt.NDArray[np.float64]]]:
-    """Yield (index, position, row cosine, column cosine) per slice, positions in mm (LPS)."""
+    """Yield (index, position, row cosine, column cosine) per slice, positions in mm (LPS).
+
+    Slices step along the plane's normal (for axial HFS: +z, feet to head), centred on the
+    anatomy; with tilt the image plane turns about the row direction while the table still
+    steps along the untilted normal, so the stack is sheared as on a real tilted gantry.
+    """
+    if (spec.plane, spec.patient_position) not in _COSINES:
+        raise ValueError(f"no phantom geometry for {spec.plane} {spec.patient_position}: "
+                         f"choose one of {sorted(_COSINES)}")
+    row, col = _COSINES[(spec.plane, spec.patient_position)]
+    axis = np.cross(row, col)
     pixel = spec.fov_mm / spec.size
     dz = spec.length_mm / spec.slices
     t = np.deg2rad(spec.tilt_deg)
-    row = np.array([1.0, 0.0, 0.0])
-    col = np.array([0.0, np.cos(t), -np.sin(t)])
+    col = np.cos(t) * col - np.sin(t) * axis
     half = (spec.size - 1) * pixel / 2.0
+    # The anatomy is centred on (0, 0, length / 2); the axial stack spans z = 0 .. length - dz.
+    middle = np.array([0.0, 0.0, spec.length_mm / 2.0]) - dz / 2.0 * np.abs(axis)
     for k in range(spec.slices):
-        # Centre each slice on the z axis; with tilt the table still moves along z only.
-        centre = np.array([0.0, 0.0, k * dz])
+        centre = middle + (k - (spec.slices - 1) / 2.0) * dz * axis
         yield k, centre - half * row - half * col, row, col
 
 
@@ -154,6 +203,10 @@ def _uid(spec: PhantomSpec, what: str) -> str:
     return str(generate_uid(entropy_srcs=[str(spec), what]))
 
 
+def _study_uid(spec: PhantomSpec) -> str:
+    return spec.study_uid or _uid(spec, "study")
+
+
 def _slice_dataset(spec: PhantomSpec, k: int, number: int, origin: npt.NDArray[np.float64],
                    row: npt.NDArray[np.float64], col: npt.NDArray[np.float64], pixels: npt.NDArray[np.int16]
                    ) -> Dataset:
@@ -165,19 +218,20 @@ def _slice_dataset(spec: PhantomSpec, k: int, number: int, origin: npt.NDArray[n
     ds.file_meta.MediaStorageSOPInstanceUID = UID(_uid(spec, f"instance-{k}"))
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SpecificCharacterSet = spec.specific_character_set
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = when.strftime("%Y%m%d")
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = when.strftime("%H%M%S")
+    ds.StudyTime = ds.ContentTime = when.strftime("%H%M%S")
+    ds.SeriesTime = ds.AcquisitionTime = spec.series_time
     ds.AccessionNumber = "PH0001"
     ds.Modality = "CT"
     ds.Manufacturer = "appliance phantom"
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = "Synthetic abdomen"
     ds.SeriesDescription = spec.series_description
-    ds.PatientName = "Phantom^Abdomen"
+    ds.PatientName = spec.patient_name
     ds.PatientID = spec.patient_id
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
@@ -185,11 +239,11 @@ def _slice_dataset(spec: PhantomSpec, k: int, number: int, origin: npt.NDArray[n
     ds.SliceThickness = spec.length_mm / spec.slices
     ds.KVP = 120
     ds.GantryDetectorTilt = spec.tilt_deg
-    ds.PatientPosition = "HFS"
-    ds.StudyInstanceUID = _uid(spec, "study")
+    ds.PatientPosition = spec.patient_position
+    ds.StudyInstanceUID = _study_uid(spec)
     ds.SeriesInstanceUID = _uid(spec, "series")
     ds.StudyID = "1"
-    ds.SeriesNumber = 1
+    ds.SeriesNumber = spec.series_number
     ds.AcquisitionNumber = 1
     ds.InstanceNumber = number
     ds.ImagePositionPatient = [round(float(v), 4) for v in origin]
@@ -202,8 +256,8 @@ def _slice_dataset(spec: PhantomSpec, k: int, number: int, origin: npt.NDArray[n
     ds.Rows = ds.Columns = spec.size
     ds.PixelSpacing = [pixel, pixel]
     ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
+    ds.BitsStored = spec.bits_stored
+    ds.HighBit = spec.bits_stored - 1
     ds.PixelRepresentation = 0
     ds.WindowCenter = 40
     ds.WindowWidth = 400
@@ -218,22 +272,30 @@ def write_phantom(out_dir: str | Path, spec: PhantomSpec | None = None) -> Phant
     """Write the series to ``out_dir/series/`` and the ground truth to ``out_dir/ground_truth.nii.gz``.
 
     Slices in ``spec.drop_slices`` are skipped (a gap) but keep their place in the ground truth.
+    The ground truth's slices are in the series' own order (along the plane's normal).
     """
     spec = spec or PhantomSpec()
     out = Path(out_dir)
     series_dir = out / "series"
     series_dir.mkdir(parents=True, exist_ok=True)
     hu, labels = render(spec)
-    files: list[Path] = []
-    number = 0
+    datasets: list[Dataset] = []
     for k, origin, row, col in _slice_geometry(spec):
         if k in spec.drop_slices:
             continue
-        number += 1
-        ds = _slice_dataset(spec, k, number, origin, row, col, hu[k])
-        path = series_dir / f"CT{number:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        files.append(path)
+        ds = _slice_dataset(spec, k, len(datasets) + 1, origin, row, col, hu[k])
+        for keyword in spec.drop_attributes:
+            if keyword in ds:
+                delattr(ds, keyword)
+        datasets.append(ds)
+    files: list[Path] = []
+    if spec.multiframe:
+        files.append(_write_multiframe(spec, datasets, series_dir / "CT0001.dcm"))
+    else:
+        for number, ds in enumerate(datasets, start=1):
+            path = series_dir / f"CT{number:04d}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            files.append(path)
     first = next(_slice_geometry(spec))
     gt = sitk.GetImageFromArray(labels)
     pixel = spec.fov_mm / spec.size
@@ -246,5 +308,19 @@ def write_phantom(out_dir: str | Path, spec: PhantomSpec | None = None) -> Phant
     sitk.WriteImage(gt, str(gt_path), useCompression=True)
     labels_path = out / "labels.json"
     labels_path.write_text(json.dumps({str(k): v for k, v in LABELS.items()}, indent=2) + "\n")
-    return PhantomFiles(series_dir, tuple(files), gt_path, labels_path,
-                        _uid(spec, "study"), _uid(spec, "series"))
+    return PhantomFiles(series_dir, tuple(files), gt_path, labels_path, _study_uid(spec), _uid(spec, "series"))
+
+
+def _write_multiframe(spec: PhantomSpec, datasets: list[Dataset], path: Path) -> Path:
+    """The slices as one Legacy Converted Enhanced CT instance (per-frame positions, shared orientation)."""
+    import highdicom  # only multi-frame phantoms need it
+
+    uid = _uid(spec, "series")
+    enhanced = highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        datasets, series_instance_uid=uid, series_number=spec.series_number,
+        sop_instance_uid=_uid(spec, "multiframe"), instance_number=1)
+    for keyword in spec.drop_attributes:
+        if keyword in enhanced:
+            delattr(enhanced, keyword)
+    enhanced.save_as(path, enforce_file_format=True)
+    return path

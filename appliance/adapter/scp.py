@@ -15,7 +15,9 @@ the instance through :class:`~appliance.adapter.instance.IncomingInstance`, whic
 status: 0x0000 only once the instance is durably in its job's folder; 0xA700 (out of
 resources) when it could not be written (disk full, I/O error, job store unavailable); 0xA900
 when the dataset has no valid StudyInstanceUID; 0xC000 when it cannot be parsed at all or the
-SOP Instance UID is not a UID. The dataset is stored as received, never decoded and re-encoded.
+SOP Instance UID is not a UID. The dataset is stored as received, never decoded and re-encoded;
+storage is negotiated only in the transfer syntaxes the reader decodes
+(:func:`appliance.dicomnet.syntaxes.storage_syntaxes`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.uid import UID, generate_uid
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -37,6 +39,7 @@ from appliance.adapter import pdata, wire
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.instance import SUCCESS, IncomingInstance
 from appliance.adapter.transport import RequestHandler, cheap_context_copies, on_new_association
+from appliance.dicomnet.syntaxes import storage_syntaxes
 from appliance.settings import ScpConfig
 
 if TYPE_CHECKING:
@@ -81,9 +84,10 @@ class StorageSCP:
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         # Called AE titles are checked in _on_requested, against all configured titles.
         ae.require_called_aet = False
+        # Only what the reader decodes: anything else is rejected at negotiation, so the sender knows.
+        syntaxes = storage_syntaxes()
         for cx in StoragePresentationContexts:
-            # Every transfer syntax, compressed included: we store bytes, we never decode pixels.
-            ae.add_supported_context(cast(UID, cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(cast(UID, cx.abstract_syntax), syntaxes)
         if config.verification.enabled:
             ae.add_supported_context(Verification, list(config.verification.transfer_syntaxes))
         self._ae = ae

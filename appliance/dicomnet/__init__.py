@@ -1,4 +1,5 @@
-"""What every DICOM service shares: setting up an AE and its sockets.
+"""What every DICOM service shares: setting up an AE and its sockets; the transfer syntaxes the
+pipeline decodes, which the SCP negotiates (:mod:`appliance.dicomnet.syntaxes`).
 
 Used by the exporter (an SCU); the adapter's acceptor sets ``TCP_NODELAY`` on the sockets it
 accepts itself (:mod:`appliance.adapter.transport`).

@@ -1,9 +1,16 @@
-"""Assemble a CT volume from single-frame slices, with its geometry checked and reported.
+"""Assemble a CT volume from its image planes, with its geometry checked and reported.
 
-Slices are ordered by their position along the slice normal (row cosine x column cosine),
-never by InstanceNumber or file name. The volume's direction matrix has the row, column
-and normal cosines as columns and its origin is the first slice's ImagePositionPatient,
-the convention of ITK, SimpleITK and NIfTI (via SimpleITK's LPS -> RAS conversion).
+A plane is a single-frame instance or one frame of a multi-frame (Enhanced or Legacy
+Converted Enhanced CT) instance, whose position, orientation, pixel spacing and rescale come
+from its per-frame or shared functional groups. Planes are ordered by their position along
+the slice normal (row cosine x column cosine), never by InstanceNumber, frame number or file
+name. The volume's direction matrix has the row, column and normal cosines as columns and its
+origin is the first plane's ImagePositionPatient, the convention of ITK, SimpleITK and NIfTI
+(via SimpleITK's LPS -> RAS conversion).
+
+Orientation codes (:func:`orientation_of`, :func:`reorient`) follow DICOM's "to" convention:
+"LPS" means the x axis increases towards the patient's Left, y towards Posterior, z towards
+Superior, which is how a head-first supine axial series is stored.
 """
 
 # SimpleITK ships py.typed but its SWIG bindings have no annotations: allow calling them.
@@ -11,6 +18,7 @@ the convention of ITK, SimpleITK and NIfTI (via SimpleITK's LPS -> RAS conversio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +28,8 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from appliance.pipeline.errors import CorruptSeriesError
+from appliance.dicomnet.syntaxes import decodable
+from appliance.pipeline.errors import CorruptSeriesError, SeriesSelectionError
 
 # Tolerances: positions in DICOM are often rounded to 0.01 mm; cosines to 1e-6.
 _ORIENTATION_TOL = 1e-4
@@ -64,33 +73,89 @@ class SeriesVolume:
 
     image: sitk.Image
     files: tuple[Path, ...]
-    """Source files in volume (slice) order."""
+    """Source file of each slice, in volume (slice) order."""
     sop_instance_uids: tuple[str, ...]
     report: GeometryReport
+    frames: tuple[int | None, ...] = ()
+    """Frame number (1-based) of each slice in its multi-frame instance; None for single-frame instances."""
 
 
-def _floats(ds: Dataset, keyword: str, count: int, path: Path) -> npt.NDArray[np.float64]:
+def _floats(ds: Dataset, keyword: str, count: int, where: str) -> npt.NDArray[np.float64]:
     value = ds.get(keyword)
     try:
         array = np.array([float(v) for v in value], np.float64)
     except (TypeError, ValueError):
         array = np.array([])
     if array.shape != (count,):
-        raise CorruptSeriesError(f"{path.name}: {keyword} is missing or malformed ({value!r})")
+        raise CorruptSeriesError(f"{where}: {keyword} is missing or malformed ({value!r})")
     return array
 
 
-def _check_consistent(datasets: list[Dataset], paths: list[Path]) -> npt.NDArray[np.float64]:
-    first = datasets[0]
-    iop = _floats(first, "ImageOrientationPatient", 6, paths[0])
-    for ds, path in zip(datasets[1:], paths[1:], strict=True):
-        if (ds.get("Rows"), ds.get("Columns")) != (first.get("Rows"), first.get("Columns")):
-            raise CorruptSeriesError(f"{path.name}: {ds.get('Rows')}x{ds.get('Columns')} pixels differs from "
-                                     f"{first.get('Rows')}x{first.get('Columns')} in {paths[0].name}")
-        if np.abs(_floats(ds, "ImageOrientationPatient", 6, path) - iop).max() > _ORIENTATION_TOL:
-            raise CorruptSeriesError(f"{path.name}: ImageOrientationPatient differs from {paths[0].name}; "
+def _group(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
+    """The item of functional group ``sequence`` for 0-based ``frame``: per-frame first, else shared."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for item in (per_frame[frame] if per_frame and frame < len(per_frame) else None, shared[0] if shared else None):
+        if item is not None and item.get(sequence):
+            found: Dataset = item.get(sequence)[0]
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """One image plane: a single-frame instance (``frame`` None) or frame ``frame`` (0-based) of one."""
+
+    path: Path
+    ds: Dataset
+    frame: int | None
+    iop: npt.NDArray[np.float64]
+    ipp: npt.NDArray[np.float64]
+    spacing: npt.NDArray[np.float64]
+    slope: float
+    intercept: float
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame + 1}"
+
+
+def _rescale(item: Dataset) -> tuple[float, float]:
+    return float(item.get("RescaleSlope", 1.0) or 1.0), float(item.get("RescaleIntercept", 0.0) or 0.0)
+
+
+def is_multiframe(ds: Dataset) -> bool:
+    """Whether ``ds`` carries its planes as frames with functional groups (Enhanced CT and kin)."""
+    return "PerFrameFunctionalGroupsSequence" in ds or int(ds.get("NumberOfFrames", 1) or 1) > 1
+
+
+def _planes(ds: Dataset, path: Path) -> Iterator[_Plane]:
+    if not is_multiframe(ds):
+        yield _Plane(path, ds, None, _floats(ds, "ImageOrientationPatient", 6, path.name),
+                     _floats(ds, "ImagePositionPatient", 3, path.name),
+                     _floats(ds, "PixelSpacing", 2, path.name), *_rescale(ds))
+        return
+    for frame in range(int(ds.get("NumberOfFrames", 1) or 1)):
+        where = f"{path.name} frame {frame + 1}"
+        groups = [_group(ds, frame, s) for s in ("PlaneOrientationSequence", "PlanePositionSequence",
+                                                   "PixelMeasuresSequence", "PixelValueTransformationSequence")]
+        orientation, position, measures, transform = (g if g is not None else ds for g in groups)
+        yield _Plane(path, ds, frame, _floats(orientation, "ImageOrientationPatient", 6, where),
+                     _floats(position, "ImagePositionPatient", 3, where),
+                     _floats(measures, "PixelSpacing", 2, where), *_rescale(transform))
+
+
+def _check_consistent(planes: list[_Plane]) -> npt.NDArray[np.float64]:
+    first = planes[0]
+    size = (first.ds.get("Rows"), first.ds.get("Columns"))
+    for plane in planes[1:]:
+        if (plane.ds.get("Rows"), plane.ds.get("Columns")) != size:
+            raise CorruptSeriesError(f"{plane.name}: {plane.ds.get('Rows')}x{plane.ds.get('Columns')} pixels differs "
+                                     f"from {size[0]}x{size[1]} in {first.name}")
+        if np.abs(plane.iop - first.iop).max() > _ORIENTATION_TOL:
+            raise CorruptSeriesError(f"{plane.name}: ImageOrientationPatient differs from {first.name}; "
                                      "the series mixes orientations")
-    return iop
+    return first.iop
 
 
 def _report(positions: npt.NDArray[np.float64], normal: npt.NDArray[np.float64], pixel: tuple[float, float],
@@ -122,60 +187,130 @@ def _report(positions: npt.NDArray[np.float64], normal: npt.NDArray[np.float64],
                           round(tilt, 4), tilt_attr, tuple(warnings))
 
 
-def _hu(ds: Dataset, path: Path) -> npt.NDArray[np.float32]:
+def _pixels(ds: Dataset, path: Path) -> npt.NDArray[np.generic]:
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if syntax and not decodable(syntax):
+        raise CorruptSeriesError(f"{path.name}: transfer syntax {syntax} is not one the reader decodes "
+                                 "(appliance.dicomnet.syntaxes.READER_SYNTAXES)")
     try:
-        pixels = ds.pixel_array
+        pixels: npt.NDArray[np.generic] = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged pixel data
         raise CorruptSeriesError(f"{path.name}: pixel data cannot be decoded: {exc}") from exc
-    if pixels.ndim != 2:
-        raise CorruptSeriesError(f"{path.name}: expected a single-frame image, got pixel shape {pixels.shape}")
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    # Per slice: scanners may vary the rescale from slice to slice.
-    return (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    return pixels
+
+
+def _hu(plane: _Plane, decoded: dict[int, npt.NDArray[np.generic]]) -> npt.NDArray[np.float32]:
+    """The plane in HU; ``decoded`` caches each multi-frame instance's frames (by dataset id)."""
+    if plane.frame is None:
+        pixels = _pixels(plane.ds, plane.path)
+        if pixels.ndim != 2:
+            raise CorruptSeriesError(f"{plane.name}: expected a single-frame image, got pixel shape {pixels.shape}")
+    else:
+        key = id(plane.ds)
+        if key not in decoded:
+            frames = _pixels(plane.ds, plane.path)
+            decoded[key] = frames if frames.ndim == 3 else frames[np.newaxis]
+        pixels = decoded[key][plane.frame]
+    # Per plane: scanners may vary the rescale from slice to slice.
+    return (pixels.astype(np.float32) * np.float32(plane.slope) + np.float32(plane.intercept)).astype(np.float32)
 
 
 def build_volume(paths: list[Path]) -> SeriesVolume:
-    """Read ``paths`` (one series) into a HU volume with geometry.
+    """Read ``paths`` (one series: single-frame instances, or one multi-frame instance) into a HU volume.
 
     Raises:
+        SeriesSelectionError: several multi-frame instances, or frames at repeated positions
+            (e.g. a 4D or multi-phase Enhanced CT): not one volume.
         CorruptSeriesError: unreadable file, missing geometry, mixed sizes or orientations,
-            or two slices at the same position.
+            a transfer syntax the reader does not decode, or two slices at the same position.
     """
-    datasets: list[Dataset] = []
+    planes: list[_Plane] = []
+    multiframe = 0
     for path in paths:
         try:
-            datasets.append(pydicom.dcmread(path))
+            ds = pydicom.dcmread(path)
         except Exception as exc:  # noqa: BLE001 - InvalidDicomError, EOFError, OSError, ...
             raise CorruptSeriesError(f"{path.name}: cannot be read as DICOM: {exc}") from exc
-    iop = _check_consistent(datasets, paths)
+        multiframe += is_multiframe(ds)
+        planes.extend(_planes(ds, path))
+    if multiframe and len(paths) > 1:
+        raise SeriesSelectionError(f"the series has {len(paths)} instances of which {multiframe} are multi-frame; "
+                                   "the reader takes one multi-frame instance or single-frame instances only")
+    iop = _check_consistent(planes)
     row, col = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)
-    positions = np.array([_floats(ds, "ImagePositionPatient", 3, p) for ds, p in zip(datasets, paths, strict=True)])
+    positions = np.array([p.ipp for p in planes])
     order = np.argsort(positions @ normal, kind="stable")
     positions = positions[order]
     along = positions @ normal
     duplicate = np.flatnonzero(np.diff(along) < 1e-3)
     if duplicate.size:
-        i = int(order[duplicate[0]])
-        j = int(order[duplicate[0] + 1])
-        raise CorruptSeriesError(f"{paths[i].name} and {paths[j].name} are at the same position along the normal "
-                                 f"({along[duplicate[0]]:.3f} mm); the series has duplicate slices")
-    pixel_spacing = _floats(datasets[0], "PixelSpacing", 2, paths[0])
-    tilt_attr = float(datasets[0].get("GantryDetectorTilt", 0.0) or 0.0)
-    report = _report(positions, normal, (float(pixel_spacing[0]), float(pixel_spacing[1])), tilt_attr)
+        a, b = planes[int(order[duplicate[0]])], planes[int(order[duplicate[0] + 1])]
+        where = f"{a.name} and {b.name} are at the same position along the normal ({along[duplicate[0]]:.3f} mm)"
+        if multiframe:
+            # Several stacks or time points in one instance: a selection problem, not damage.
+            raise SeriesSelectionError(f"{where}: the multi-frame instance holds more than one volume "
+                                       "(stacks, phases or time points); the reader takes one volume")
+        raise CorruptSeriesError(f"{where}; the series has duplicate slices")
+    first = planes[0]
+    tilt_attr = float(first.ds.get("GantryDetectorTilt", 0.0) or 0.0)
+    report = _report(positions, normal, (float(first.spacing[0]), float(first.spacing[1])), tilt_attr)
     if report.slices == 1:
-        thickness = float(datasets[0].get("SliceThickness", 1.0) or 1.0)
+        thickness = float(first.ds.get("SliceThickness", 1.0) or 1.0)
         report = GeometryReport(1, (report.spacing_mm[0], report.spacing_mm[1], thickness))
-    volume = np.stack([_hu(datasets[i], paths[i]) for i in order])
+    decoded: dict[int, npt.NDArray[np.generic]] = {}
+    volume = np.stack([_hu(planes[i], decoded) for i in order])
     image = sitk.GetImageFromArray(volume)
     image.SetSpacing(report.spacing_mm)
     image.SetOrigin(tuple(float(v) for v in positions[0]))
     image.SetDirection(tuple(float(v) for v in np.stack([row, col, normal], axis=1).ravel()))
+    ordered = [planes[i] for i in order]
     return SeriesVolume(
         image=image,
-        files=tuple(paths[i] for i in order),
-        sop_instance_uids=tuple(str(datasets[i].SOPInstanceUID) for i in order),
+        files=tuple(p.path for p in ordered),
+        sop_instance_uids=tuple(str(p.ds.SOPInstanceUID) for p in ordered),
         report=report,
+        frames=tuple(None if p.frame is None else p.frame + 1 for p in ordered),
     )
+
+
+_AXIS_PAIRS = ("LR", "PA", "SI")
+
+
+def check_orientation(code: str) -> str:
+    """``code`` upper-cased if it is a valid orientation code (one of L/R, P/A, S/I each, in any order).
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    upper = code.upper()
+    if len(upper) != 3 or sorted(next((i for i, pair in enumerate(_AXIS_PAIRS) if c in pair), 9)
+                                  for c in upper) != [0, 1, 2]:
+        raise ValueError(f"orientation {code!r} is not a code like LPS or RAS: three letters, one of L/R, "
+                         "one of P/A and one of S/I")
+    return upper
+
+
+def orientation_of(image: sitk.Image) -> str:
+    """The orientation code of ``image``'s axes (nearest patient axis of each direction column)."""
+    code: str = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+    return code
+
+
+def reorient(image: sitk.Image, code: str | None) -> sitk.Image:
+    """``image`` with its axes permuted and flipped to orientation ``code`` (e.g. "LPS"); None: as is.
+
+    Lossless: voxels are only reordered, never interpolated, and every voxel keeps its physical
+    position, so anything computed on the result maps back to ``image`` by resampling in physical
+    space. An oblique or tilted volume gets the nearest orientation; its residual rotation stays
+    in the direction matrix.
+    """
+    if code is None:
+        return image
+    code = check_orientation(code)
+    if orientation_of(image) == code:
+        return image
+    oriented: sitk.Image = sitk.DICOMOrient(image, code)
+    return oriented

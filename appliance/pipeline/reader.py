@@ -3,8 +3,9 @@
 Files written under ``payload/reader/``:
 
 * ``volume.mhd`` + ``volume.raw`` and/or ``volume.nii.gz``: int16 HU with geometry;
-* ``series.json``: the chosen series, its files in volume order and the geometry report,
-  which the writer stage needs to reference the source images.
+* ``series.json``: the chosen series and why it was chosen, its files (and frame numbers, for a
+  multi-frame instance) in volume order and the geometry report, which the writer stage needs to
+  reference the source images.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ReaderResult:
     series_uid: str
     volume_files: dict[VolumeFormat, Path]
     manifest: Path
+    selection: str = ""
+    """Why this series was chosen (see :func:`~appliance.pipeline.series.select_series`)."""
 
 
 def read_series(input_dir: Path, settings: ReaderSettings, out_dir: Path) -> ReaderResult:
@@ -43,7 +46,8 @@ def read_series(input_dir: Path, settings: ReaderSettings, out_dir: Path) -> Rea
         CorruptSeriesError: the chosen series cannot be read or is inconsistent.
         GeometryError: gaps, uneven spacing or tilt while ``settings.geometry`` is ``"error"``.
     """
-    candidate = select_series(scan_series(input_dir), settings.series, where=str(input_dir))
+    selection = select_series(scan_series(input_dir), settings.series, where=str(input_dir))
+    candidate = selection.candidate
     volume = build_volume(candidate.files)
     if volume.report.warnings and settings.geometry == "error":
         raise GeometryError(f"series {candidate.uid}: " + "; ".join(volume.report.warnings))
@@ -54,14 +58,16 @@ def read_series(input_dir: Path, settings: ReaderSettings, out_dir: Path) -> Rea
     manifest = out_dir / MANIFEST
     manifest.write_text(json.dumps({
         "series_instance_uid": candidate.uid,
+        "selection": selection.reason,
         "study_instance_uid": str(first.get("StudyInstanceUID", "")),
         "frame_of_reference_uid": str(first.get("FrameOfReferenceUID", "")),
         "files": [str(p) for p in volume.files],
         "sop_instance_uids": list(volume.sop_instance_uids),
+        "frames": list(volume.frames),
         "geometry": volume.report.as_dict(),
         "volume_files": {fmt: str(p) for fmt, p in files.items()},
     }, indent=2) + "\n")
-    return ReaderResult(volume, candidate.uid, files, manifest)
+    return ReaderResult(volume, candidate.uid, files, manifest, selection.reason)
 
 
 def load_manifest(path: Path) -> dict[str, object]:
@@ -74,7 +80,7 @@ class ReaderStage(Stage):
     """Runs :func:`read_series` on the job's input with the workflow's reader settings.
 
     Artifacts: ``volume`` (MHD if written, else NIfTI), ``volume_mhd``, ``volume_nifti``
-    (those written) and ``series_manifest``. Notes: the geometry warnings.
+    (those written) and ``series_manifest``. Notes: why the series was chosen, then the geometry warnings.
     """
 
     name = "reader"
@@ -85,4 +91,4 @@ class ReaderStage(Stage):
         artifacts = {f"volume_{fmt}": path for fmt, path in result.volume_files.items()}
         artifacts["volume"] = result.volume_files.get("mhd") or result.volume_files["nifti"]
         artifacts["series_manifest"] = result.manifest
-        return StageOutput(artifacts, result.volume.report.warnings)
+        return StageOutput(artifacts, (f"series: {result.selection}", *result.volume.report.warnings))

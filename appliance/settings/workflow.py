@@ -94,11 +94,16 @@ class SeriesRules:
     modality: Annotated[Text | None, Field(description="required Modality, e.g. CT")] = "CT"
     image_type: Annotated[tuple[Text, ...], Field(
         description="values that must all appear in ImageType, e.g. ORIGINAL, PRIMARY")] = ()
-    min_slices: Annotated[PositiveInt, Field(description="fewest instances a series may have")] = 1
+    min_slices: Annotated[PositiveInt, Field(
+        description="fewest slices a series may have (the frames of a multi-frame instance count)")] = 1
     description: Annotated[Regex | None, Field(
         description="regular expression searched (case-insensitive) in SeriesDescription")] = None
     choose: Annotated[SeriesChoice, Field(
-        description="among matching series: the one with most instances, or the first by SeriesNumber")] = "largest"
+        description="among matching series: the one with most slices, or the first by SeriesNumber")] = "largest"
+    prefer: Annotated[tuple[Regex, ...], Field(
+        description="regular expressions searched (case-insensitive) in SeriesDescription, most preferred "
+                    "first: which of equally good series to take (e.g. portal venous over arterial); "
+                    "further ties go to the series acquired last, then the higher SeriesNumber")] = ()
 
 
 @with_config(STRICT_KEYS)

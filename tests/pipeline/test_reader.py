@@ -61,7 +61,7 @@ def test_selection_rules(phantom: PhantomFiles, tmp_path: Path) -> None:
     with pytest.raises(SeriesSelectionError, match=r"modality CT is not MR") as info:
         read_series(inbox, ReaderSettings(series=SeriesRules(modality="MR")), tmp_path / "o3")
     assert phantom.series_uid in str(info.value) and small.series_uid in str(info.value)
-    with pytest.raises(SeriesSelectionError, match="24 instances, fewer than 30"):
+    with pytest.raises(SeriesSelectionError, match="24 slices, fewer than 30"):
         read_series(inbox, ReaderSettings(series=SeriesRules(min_slices=30, description="scout")), tmp_path / "o4")
     with pytest.raises(SeriesSelectionError, match="lacks DERIVED"):
         read_series(inbox, ReaderSettings(series=SeriesRules(image_type=("DERIVED",))), tmp_path / "o5")

@@ -37,7 +37,8 @@ def test_seg_round_trip_from_ground_truth(phantom: PhantomFiles, workflows: dict
                                          ground_truth: npt.NDArray[np.uint8], tmp_path: Path) -> None:
     """Writing the ground truth as SEG and reading it back loses nothing, geometry included."""
     reader = read_series(phantom.series_dir, workflows["OrganSeg"].reader, tmp_path / "reader")
-    artifacts = write_outputs(reader.manifest, phantom.ground_truth, workflows["OrganSeg"], tmp_path / "writer")
+    artifacts, notes = write_outputs(reader.manifest, phantom.ground_truth, workflows["OrganSeg"], tmp_path / "writer")
+    assert notes == []
     seg_path = artifacts["seg"]
     assert dciodvfy_errors(seg_path) == []
     seg = pydicom.dcmread(seg_path)
