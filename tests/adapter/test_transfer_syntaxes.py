@@ -4,14 +4,13 @@ never has a study acknowledged that the pipeline cannot read."""
 
 from __future__ import annotations
 
+from adapterkit import Adapter
 from pydicom import uid
 from pydicom.uid import UID
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, EnhancedCTImageStorage  # type: ignore[attr-defined]
 
 from appliance.dicomnet.syntaxes import READER_SYNTAXES, missing_decoders
-
-from adapterkit import Adapter  # noqa: E402 - put on sys.path by conftest.py
 
 #: Syntaxes nobody has a decoder for here, plus ones no standard defines (a private one, a typo).
 UNKNOWN = (UID("1.2.840.113619.5.2"), UID("1.2.840.10008.1.2.4.999"))
