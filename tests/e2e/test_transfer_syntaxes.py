@@ -23,9 +23,9 @@ from appliance.dicomnet.syntaxes import READER_SYNTAXES
 from appliance.jobs import JobState
 from appliance.phantom import PhantomSpec, render, write_phantom
 from appliance.triton_local import LocalTriton
+from harness.encode import ENCODINGS, Encoding, encode_study, pynetdicom_send
 
 from .e2ekit import Orthanc, Stack, storescu
-from .syntaxkit import ENCODINGS, Encoding, encode_study, pynetdicom_send
 
 SPEC = PhantomSpec(size=64, slices=20, bits_stored=12, seed=13)
 #: Share of voxels on which a lossy syntax's SEG may differ from the lossless one's.

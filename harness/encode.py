@@ -1,4 +1,4 @@
-"""A phantom study in every transfer syntax the reader decodes, and the senders that propose each one.
+"""Re-encode a DICOM series in every transfer syntax the reader decodes, and send it in that syntax.
 
 Encoders: dcmtk for what a PACS would send (``dcmconv`` for the uncompressed and deflated syntaxes,
 ``dcmcjpeg``, ``dcmcjpls``, ``dcmcrle``), pydicom with pylibjpeg-openjpeg for JPEG 2000 (dcmtk's
@@ -50,7 +50,7 @@ def _htj2k(syntax: UID, reversible: bool) -> Callable[[Path, Path], None]:
         # OpenJPH writes RPCL progression, so one codestream also serves the RPCL syntax; the lossy
         # quantisation step (relative to the 16-bit container) keeps errors near 10 HU.
         stream = imagecodecs.htj2k_encode(ds.pixel_array, reversible=reversible, level=None if reversible else 1e-4)
-        ds.PixelData = encapsulate([stream])
+        ds.PixelData = encapsulate([bytes(stream)])
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = syntax
         if not reversible:
@@ -98,8 +98,9 @@ ENCODINGS: tuple[Encoding, ...] = (
 def encode_study(files: tuple[Path, ...], encoding: Encoding, dest: Path) -> tuple[str, list[Path]]:
     """``files`` as a new study (own Study/Series/SOP Instance UIDs) in ``encoding``'s syntax, under ``dest``.
 
-    Returns the StudyInstanceUID and the written files. Raises AssertionError when an encoder wrote
-    another syntax than asked for.
+    Compressed sources are decompressed first (dcmtk's tools cannot read JPEG 2000). Returns the
+    StudyInstanceUID and the written files. Raises AssertionError when an encoder wrote another
+    syntax than asked for.
     """
     dest.mkdir(parents=True)
     staging = dest / "staging"
@@ -109,6 +110,8 @@ def encode_study(files: tuple[Path, ...], encoding: Encoding, dest: Path) -> tup
     out: list[Path] = []
     for i, path in enumerate(files):
         ds = pydicom.dcmread(path)
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.decompress()
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
             entropy_srcs=[encoding.syntax, str(i)])
