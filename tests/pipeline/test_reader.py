@@ -127,3 +127,16 @@ def test_stage_artifacts(phantom: PhantomFiles, workflows: dict[str, Workflow], 
     assert output.artifacts["volume"] == job / "payload" / "reader" / "volume.mhd"
     assert output.artifacts["volume_nifti"].name == "volume.nii.gz"
     assert output.artifacts["series_manifest"].is_file()
+
+
+def test_syntax_outside_the_list_is_named(phantom: PhantomFiles, tmp_path: Path) -> None:
+    # A file copied into a job by hand, in a syntax the SCP would have rejected at association.
+    inbox = tmp_path / "in"
+    shutil.copytree(phantom.series_dir, inbox)
+    victim = inbox / phantom.files[4].name
+    ds = pydicom.dcmread(victim)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.MPEG2MPML
+    ds.PixelData = pydicom.encaps.encapsulate([ds.PixelData])
+    ds.save_as(victim)
+    with pytest.raises(CorruptSeriesError, match=rf"{victim.name}: transfer syntax 1.2.840.10008.1.2.4.100 is not"):
+        read_series(inbox, ReaderSettings(), tmp_path / "out")
