@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pydicom
+import pytest
 
 from appliance.cli import main
-from appliance.phantom import LABELS, PhantomFiles, PhantomSpec, render
+from appliance.phantom import LABELS, PhantomFiles, PhantomSpec, render, write_phantom
 
 from .conftest import dciodvfy_errors
 
@@ -53,3 +54,23 @@ def test_cli(tmp_path: Path) -> None:
     assert main(["phantom", str(tmp_path), "--slices", "12", "--size", "48"]) == 0
     assert len(list((tmp_path / "series").glob("*.dcm"))) == 12
     assert (tmp_path / "ground_truth.nii.gz").is_file() and (tmp_path / "labels.json").is_file()
+
+
+def test_variants_are_valid_dicom(tmp_path: Path) -> None:
+    """Feet-first prone, coronal and tilted phantoms are valid CT images with the matching headers."""
+    for name, spec in {"ffp": PhantomSpec(size=32, slices=6, patient_position="FFP"),
+                       "coronal": PhantomSpec(size=32, slices=6, plane="coronal"),
+                       "tilt": PhantomSpec(size=32, slices=6, tilt_deg=20.0)}.items():
+        files = write_phantom(tmp_path / name, spec)
+        ds = pydicom.dcmread(files.files[0])
+        assert dciodvfy_errors(files.files[0]) == [], name
+        assert ds.PatientPosition == spec.patient_position and float(ds.GantryDetectorTilt) == spec.tilt_deg
+    with pytest.raises(ValueError, match="no phantom geometry for coronal FFS"):
+        write_phantom(tmp_path / "bad", PhantomSpec(plane="coronal", patient_position="FFS"))
+
+
+def test_cli_variants(tmp_path: Path) -> None:
+    assert main(["phantom", str(tmp_path), "--slices", "6", "--size", "32", "--position", "FFS", "--multiframe"]) == 0
+    (only,) = (tmp_path / "series").glob("*.dcm")
+    ds = pydicom.dcmread(only, stop_before_pixels=True)
+    assert ds.NumberOfFrames == 6 and ds.PatientPosition == "FFS"
