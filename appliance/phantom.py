@@ -31,6 +31,7 @@ import numpy.typing as npt
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import DSfloat
 
 LABELS: dict[int, str] = {1: "liver", 2: "spleen", 3: "kidneys"}
 """Ground-truth label values; 0 is everything else."""
@@ -203,6 +204,11 @@ def _uid(spec: PhantomSpec, what: str) -> str:
     return str(generate_uid(entropy_srcs=[str(spec), what]))
 
 
+def _ds(value: float) -> DSfloat:
+    # Decimal strings hold 16 characters: 400 / 96 mm must be shortened, not written in full.
+    return DSfloat(value, auto_format=True)
+
+
 def _study_uid(spec: PhantomSpec) -> str:
     return spec.study_uid or _uid(spec, "study")
 
@@ -236,9 +242,9 @@ def _slice_dataset(spec: PhantomSpec, k: int, number: int, origin: npt.NDArray[n
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
     ds.BodyPartExamined = "ABDOMEN"
-    ds.SliceThickness = spec.length_mm / spec.slices
+    ds.SliceThickness = _ds(spec.length_mm / spec.slices)
     ds.KVP = 120
-    ds.GantryDetectorTilt = spec.tilt_deg
+    ds.GantryDetectorTilt = _ds(spec.tilt_deg)
     ds.PatientPosition = spec.patient_position
     ds.StudyInstanceUID = _study_uid(spec)
     ds.SeriesInstanceUID = _uid(spec, "series")
@@ -254,7 +260,7 @@ def _slice_dataset(spec: PhantomSpec, k: int, number: int, origin: npt.NDArray[n
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = ds.Columns = spec.size
-    ds.PixelSpacing = [pixel, pixel]
+    ds.PixelSpacing = [_ds(pixel), _ds(pixel)]
     ds.BitsAllocated = 16
     ds.BitsStored = spec.bits_stored
     ds.HighBit = spec.bits_stored - 1
