@@ -35,6 +35,7 @@ from pydicom.uid import generate_uid
 
 from appliance import __version__
 from appliance.pipeline.errors import WriterError
+from appliance.pipeline.geometry import is_multiframe
 from appliance.pipeline.stage import Stage, StageContext, StageOutput
 from appliance.pipeline.volume_io import read_image, write_image
 from appliance.settings.workflow import LabelSpec, Workflow
@@ -127,7 +128,8 @@ def complete_sources(sources: Sequence[Dataset], series_uid: str, slice_spacing_
     if any(not ds.get("FrameOfReferenceUID") for ds in sources):
         notes.append(f"the source has no FrameOfReferenceUID: the SEG uses {frame_of_reference}, "
                      "derived from the series")
-    thin = any("SliceThickness" not in ds or ds.SliceThickness in (None, "") for ds in sources)
+    # Single-frame images carry SliceThickness at the root; multi-frame ones in their functional groups.
+    thin = any(not is_multiframe(ds) and ds.get("SliceThickness") in (None, "") for ds in sources)
     if thin:
         notes.append(f"the source has no SliceThickness: the SEG uses the slice spacing, {slice_spacing_mm:g} mm")
     for ds in sources:
@@ -136,7 +138,7 @@ def complete_sources(sources: Sequence[Dataset], series_uid: str, slice_spacing_
                 setattr(ds, keyword, "")
         if not ds.get("FrameOfReferenceUID"):
             ds.FrameOfReferenceUID = frame_of_reference
-        if thin and ("SliceThickness" not in ds or ds.SliceThickness in (None, "")):
+        if thin and ds.get("SliceThickness") in (None, ""):
             ds.SliceThickness = slice_spacing_mm
     return notes
 

@@ -91,7 +91,8 @@ def test_orientation_codes_are_checked() -> None:
 # -- multi-frame ----------------------------------------------------------------------------
 
 
-def test_enhanced_multiframe_reads_like_the_single_frame_series(tmp_path: Path) -> None:
+def test_enhanced_multiframe_reads_like_the_single_frame_series(workflows: dict[str, Workflow],
+                                                                 tmp_path: Path) -> None:
     single = read_series(write_phantom(tmp_path / "single", SMALL).series_dir, ReaderSettings(), tmp_path / "o1")
     spec = dataclasses.replace(SMALL, multiframe=True)
     files = write_phantom(tmp_path / "multi", spec)
@@ -103,6 +104,9 @@ def test_enhanced_multiframe_reads_like_the_single_frame_series(tmp_path: Path) 
     # highdicom stores the frames top down; the volume runs bottom up, so frame 20 comes first.
     assert manifest["frames"] == list(range(20, 0, -1))
     assert "the only series" in multi.selection
+    truth = tmp_path / "multi" / "ground_truth.nii.gz"
+    artifacts, notes = write_outputs(multi.manifest, truth, workflows["OrganSeg"], tmp_path / "writer")
+    assert notes == [] and dciodvfy_errors(artifacts["seg"]) == []
 
 
 def test_multiframe_that_is_not_one_volume_is_a_selection_problem(tmp_path: Path) -> None:
