@@ -78,6 +78,8 @@ class SeriesVolume:
     report: GeometryReport
     frames: tuple[int | None, ...] = ()
     """Frame number (1-based) of each slice in its multi-frame instance; None for single-frame instances."""
+    notes: tuple[str, ...] = ()
+    """What the reader left out of the series (e.g. a localizer in the axial series), and why."""
 
 
 def _floats(ds: Dataset, keyword: str, count: int, where: str) -> npt.NDArray[np.float64]:
@@ -145,17 +147,42 @@ def _planes(ds: Dataset, path: Path) -> Iterator[_Plane]:
                      _floats(measures, "PixelSpacing", 2, where), *_rescale(transform))
 
 
-def _check_consistent(planes: list[_Plane]) -> npt.NDArray[np.float64]:
-    first = planes[0]
-    size = (first.ds.get("Rows"), first.ds.get("Columns"))
-    for plane in planes[1:]:
-        if (plane.ds.get("Rows"), plane.ds.get("Columns")) != size:
-            raise CorruptSeriesError(f"{plane.name}: {plane.ds.get('Rows')}x{plane.ds.get('Columns')} pixels differs "
-                                     f"from {size[0]}x{size[1]} in {first.name}")
-        if np.abs(plane.iop - first.iop).max() > _ORIENTATION_TOL:
-            raise CorruptSeriesError(f"{plane.name}: ImageOrientationPatient differs from {first.name}; "
-                                     "the series mixes orientations")
-    return first.iop
+def _same_stack(a: _Plane, b: _Plane) -> bool:
+    return ((a.ds.get("Rows"), a.ds.get("Columns")) == (b.ds.get("Rows"), b.ds.get("Columns"))
+            and float(np.abs(a.iop - b.iop).max()) <= _ORIENTATION_TOL)
+
+
+def _largest_stack(planes: list[_Plane]) -> tuple[list[_Plane], tuple[str, ...]]:
+    """The planes of the series' largest stack (one orientation and size) and a note on the rest.
+
+    Some scanners and archives put a localizer or a reformat into the series of the axial images;
+    those are left out, with a note naming them, rather than failing the series.
+
+    Raises:
+        SeriesSelectionError: two or more stacks of the same, largest size: no stack is "the" volume.
+    """
+    stacks: list[list[_Plane]] = []
+    for plane in planes:
+        stack = next((s for s in stacks if _same_stack(s[0], plane)), None)
+        if stack is None:
+            stacks.append([plane])
+        else:
+            stack.append(plane)
+    if len(stacks) == 1:
+        return planes, ()
+    stacks.sort(key=len, reverse=True)
+
+    def describe(stack: list[_Plane]) -> str:
+        first = stack[0]
+        iop = "\\".join(f"{v:g}" for v in np.round(first.iop, 4))
+        return (f"{len(stack)} image(s) of {first.ds.get('Rows')}x{first.ds.get('Columns')} pixels, "
+                f"orientation {iop} ({first.name}{', ...' if len(stack) > 1 else ''})")
+
+    if len(stacks[0]) == len(stacks[1]):
+        raise SeriesSelectionError("the series mixes stacks of the same size, so none is the volume: "
+                                   + "; ".join(describe(s) for s in stacks))
+    rest = "; ".join(describe(s) for s in stacks[1:])
+    return stacks[0], (f"left out of the volume, not of its largest stack ({len(stacks[0])} images): {rest}",)
 
 
 def _report(positions: npt.NDArray[np.float64], normal: npt.NDArray[np.float64], pixel: tuple[float, float],
@@ -220,10 +247,12 @@ def build_volume(paths: list[Path]) -> SeriesVolume:
     """Read ``paths`` (one series: single-frame instances, or one multi-frame instance) into a HU volume.
 
     Raises:
-        SeriesSelectionError: several multi-frame instances, or frames at repeated positions
-            (e.g. a 4D or multi-phase Enhanced CT): not one volume.
-        CorruptSeriesError: unreadable file, missing geometry, mixed sizes or orientations,
-            a transfer syntax the reader does not decode, or two slices at the same position.
+        SeriesSelectionError: several multi-frame instances, frames at repeated positions (e.g. a
+            4D or multi-phase Enhanced CT), or stacks of different orientation or size of which
+            none is the largest: not one volume. (A smaller stack next to a larger one, such as
+            a localizer, is left out with a note.)
+        CorruptSeriesError: unreadable file, missing geometry, a transfer syntax the reader does
+            not decode, or two slices at the same position.
     """
     planes: list[_Plane] = []
     multiframe = 0
@@ -237,7 +266,8 @@ def build_volume(paths: list[Path]) -> SeriesVolume:
     if multiframe and len(paths) > 1:
         raise SeriesSelectionError(f"the series has {len(paths)} instances of which {multiframe} are multi-frame; "
                                    "the reader takes one multi-frame instance or single-frame instances only")
-    iop = _check_consistent(planes)
+    planes, notes = _largest_stack(planes)
+    iop = planes[0].iop
     row, col = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)
@@ -273,6 +303,7 @@ def build_volume(paths: list[Path]) -> SeriesVolume:
         sop_instance_uids=tuple(str(p.ds.SOPInstanceUID) for p in ordered),
         report=report,
         frames=tuple(None if p.frame is None else p.frame + 1 for p in ordered),
+        notes=notes,
     )
 
 

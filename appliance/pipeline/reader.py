@@ -65,6 +65,7 @@ def read_series(input_dir: Path, settings: ReaderSettings, out_dir: Path) -> Rea
         "sop_instance_uids": list(volume.sop_instance_uids),
         "frames": list(volume.frames),
         "geometry": volume.report.as_dict(),
+        "left_out": list(volume.notes),
         "volume_files": {fmt: str(p) for fmt, p in files.items()},
     }, indent=2) + "\n")
     return ReaderResult(volume, candidate.uid, files, manifest, selection.reason)
@@ -80,7 +81,8 @@ class ReaderStage(Stage):
     """Runs :func:`read_series` on the job's input with the workflow's reader settings.
 
     Artifacts: ``volume`` (MHD if written, else NIfTI), ``volume_mhd``, ``volume_nifti``
-    (those written) and ``series_manifest``. Notes: why the series was chosen, then the geometry warnings.
+    (those written) and ``series_manifest``. Notes: why the series was chosen, what was left out of
+    it (e.g. a localizer), then the geometry warnings.
     """
 
     name = "reader"
@@ -91,4 +93,5 @@ class ReaderStage(Stage):
         artifacts = {f"volume_{fmt}": path for fmt, path in result.volume_files.items()}
         artifacts["volume"] = result.volume_files.get("mhd") or result.volume_files["nifti"]
         artifacts["series_manifest"] = result.manifest
-        return StageOutput(artifacts, (f"series: {result.selection}", *result.volume.report.warnings))
+        return StageOutput(artifacts, (f"series: {result.selection}", *result.volume.notes,
+                                       *result.volume.report.warnings))

@@ -261,3 +261,25 @@ def test_seg_overlays_every_variant(variant: str, triton: LocalTriton, workflows
     scores = {c: round(dice(labels == c, truth == c), 3) for c in ORGAN_DICE}
     print(f"{variant}: Dice {scores}")
     assert all(scores[c] >= bound for c, bound in ORGAN_DICE.items()), scores
+
+
+def test_a_localizer_in_the_series_is_left_out_with_a_note(tmp_path: Path) -> None:
+    files = write_phantom(tmp_path / "axial", SMALL)
+    scout = write_phantom(tmp_path / "scout", dataclasses.replace(SMALL, plane="coronal", slices=4, size=48))
+    inbox = tmp_path / "in"
+    shutil.copytree(files.series_dir, inbox)
+    ds = pydicom.dcmread(scout.files[0])
+    ds.SeriesInstanceUID = pydicom.dcmread(files.files[0]).SeriesInstanceUID
+    ds.save_as(inbox / "LOCALIZER.dcm")
+    result = read_series(inbox, ReaderSettings(), tmp_path / "out")
+    assert result.volume.image.GetSize() == (64, 64, 20) and "LOCALIZER.dcm" not in map(str, result.volume.files)
+    (note,) = result.volume.notes
+    assert "1 image(s) of 48x48 pixels" in note and "LOCALIZER.dcm" in note
+    # Two stacks of one size: neither is the volume.
+    for path in write_phantom(tmp_path / "coronal", dataclasses.replace(SMALL, plane="coronal")).files:
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = pydicom.dcmread(files.files[0]).SeriesInstanceUID
+        ds.save_as(inbox / f"COR{path.name}")
+    (inbox / "LOCALIZER.dcm").unlink()
+    with pytest.raises(SeriesSelectionError, match="mixes stacks of the same size"):
+        read_series(inbox, ReaderSettings(), tmp_path / "out2")
