@@ -182,7 +182,7 @@ def _largest_stack(planes: list[_Plane]) -> tuple[list[_Plane], tuple[str, ...]]
         raise SeriesSelectionError("the series mixes stacks of the same size, so none is the volume: "
                                    + "; ".join(describe(s) for s in stacks))
     rest = "; ".join(describe(s) for s in stacks[1:])
-    return stacks[0], (f"left out of the volume, not of its largest stack ({len(stacks[0])} images): {rest}",)
+    return stacks[0], (f"the volume is the series' largest stack ({len(stacks[0])} images); left out: {rest}",)
 
 
 def _report(positions: npt.NDArray[np.float64], normal: npt.NDArray[np.float64], pixel: tuple[float, float],
