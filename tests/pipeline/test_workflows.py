@@ -103,3 +103,12 @@ def test_cli_list_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_load_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot read"):
         load_workflow(tmp_path / "nope.yaml")
+
+
+def test_series_preference_for_equal_series() -> None:
+    choose = "      choose: largest\n"
+    text = ORGANSEG.read_text().replace(choose, choose + "      prefer: [portal, venous]\n")
+    assert parse_workflow(text, "wf.yaml").reader.series.prefer == ("portal", "venous")
+    bad = text.replace("prefer: [portal, venous]", "prefer: ['(unclosed']")
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "prefer:" in s)
+    assert any(p.startswith(f"wf.yaml:{line}: stages[0].series.prefer") for p in _problems(bad)), _problems(bad)
