@@ -61,7 +61,8 @@ def main() -> int:
                                                                    bits_stored=12))
         print(f"{args.slices} slices of {args.size}x{args.size}, median of {args.runs} runs, "
               f"load average {os.getloadavg()[0]:.1f}")
-        print(f"{'transfer syntax':<70} {'appliance':>9} {'SimpleITK':>9}")
+        width = max(len(s.name) for s in SYNTAXES)
+        print(f"{'transfer syntax':<{width}} {'appliance':>9} {'SimpleITK':>9}")
         for encoding in (e for e in ENCODINGS if e.syntax in SYNTAXES):
             _, files = encode_study(phantom.files, encoding, Path(tmp) / encoding.syntax)
             ours = _median(args.runs, lambda files=files: build_volume(files))
@@ -69,7 +70,7 @@ def main() -> int:
                 peer = f"{_median(args.runs, lambda files=files: _peer(files)):9.2f}"
             except RuntimeError:  # GDCM in SimpleITK lacks some codecs
                 peer = f"{'n/a':>9}"
-            print(f"{encoding.syntax.name:<70} {ours:9.2f} {peer}")
+            print(f"{encoding.syntax.name:<{width}} {ours:9.2f} {peer}")
     return 0
 
 
