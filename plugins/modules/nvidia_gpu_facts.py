@@ -6,13 +6,22 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: nvidia_gpu_facts
-short_description: Report NVIDIA GPUs from the PCI bus and from NVML (nvidia-ml-py)
+short_description: Report NVIDIA GPUs and NVSwitches from the PCI bus, and GPUs through NVML
 description:
-  - Lists NVIDIA display controllers under /sys/bus/pci/devices.
-  - When the nvidia kernel module is loaded and nvidia-ml-py (C(pynvml)) is importable, reads the
-    driver version and each GPU's name, UUID, memory and compute capability through NVML.
+  - Lists NVIDIA display controllers and NVSwitches (HGX/DGX baseboards) under /sys/bus/pci/devices.
+  - Reads the driver version and each GPU's name, UUID, memory and compute capability through NVML, by
+    calling the driver's own libnvidia-ml.so.1 through ctypes (no Python binding is needed, so it works
+    with every driver and every Python on the host). A call that the driver's NVML lacks leaves its
+    field C(unknown) and says so in C(nvml.notes).
   - Never fails because a GPU or driver is missing; the result says what is absent and why.
-options: {}
+options:
+  nvml:
+    description:
+      - C(auto) asks NVML when a GPU is on the PCI bus or an nvidia module is loaded; C(always) asks it
+        anyway (to check the library on a host without a GPU).
+    type: str
+    choices: [auto, always]
+    default: auto
 author: appliance maintainers
 """
 
@@ -24,7 +33,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 pci_devices:
-  description: NVIDIA GPUs on the PCI bus (address, device id, class).
+  description: NVIDIA GPUs on the PCI bus (address, device id, class, generation).
+  type: list
+  returned: always
+nvswitch_devices:
+  description: NVIDIA NVSwitches on the PCI bus (address, device id, class).
   type: list
   returned: always
 module_version:
@@ -32,7 +45,7 @@ module_version:
   type: str
   returned: always
 nvml:
-  description: available (bool), reason (str when unavailable), driver_version, devices.
+  description: available (bool), reason (str when unavailable), driver_version, devices, notes.
   type: dict
   returned: always
 """
@@ -40,12 +53,8 @@ nvml:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.nvidia import (
-    GPU_PCI_CLASSES,
-    NVIDIA_PCI_VENDOR,
-    architecture,
-    diagnose_nvml_error,
-)
+from ansible.module_utils.nvidia import GPU_PCI_CLASSES, NVIDIA_PCI_VENDOR, NVSWITCH_PCI_CLASS, generation
+from ansible.module_utils.nvml import facts as nvml_facts
 
 PCI_ROOT = "/sys/bus/pci/devices"
 
@@ -58,63 +67,33 @@ def _read(path):
         return None
 
 
-def pci_devices(root=PCI_ROOT):
-    """NVIDIA display controllers under *root* as dicts (address, device, class)."""
+def pci_devices(root=PCI_ROOT, classes=GPU_PCI_CLASSES):
+    """NVIDIA devices of the PCI *classes* under *root* as dicts (address, device, class, generation)."""
     found = []
     for address in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         base = os.path.join(root, address)
         pci_class = (_read(os.path.join(base, "class")) or "")[:6]
-        if _read(os.path.join(base, "vendor")) == NVIDIA_PCI_VENDOR and pci_class in GPU_PCI_CLASSES:
-            found.append({"address": address, "device": _read(os.path.join(base, "device")), "class": pci_class})
+        if _read(os.path.join(base, "vendor")) == NVIDIA_PCI_VENDOR and pci_class in classes:
+            device = _read(os.path.join(base, "device"))
+            found.append({"address": address, "device": device, "class": pci_class,
+                          "generation": generation(device)})
     return found
 
 
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def nvml_facts(module_version):
-    """Driver version and devices through NVML, or available=False with the reason."""
-    try:
-        import pynvml  # nvidia-ml-py
-    except ImportError:
-        return {"available": False, "reason": "nvidia-ml-py (pynvml) is not installed on the host", "devices": []}
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as err:
-        return {"available": False, "reason": diagnose_nvml_error(str(err), module_version), "devices": []}
-    try:
-        devices = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            capability = f"{major}.{minor}"
-            devices.append({
-                "index": index,
-                "name": _text(pynvml.nvmlDeviceGetName(handle)),
-                "uuid": _text(pynvml.nvmlDeviceGetUUID(handle)),
-                "memory_total_mib": pynvml.nvmlDeviceGetMemoryInfo(handle).total // (1024 * 1024),
-                "compute_capability": capability,
-                "architecture": architecture(capability),
-            })
-        return {
-            "available": True,
-            "driver_version": _text(pynvml.nvmlSystemGetDriverVersion()),
-            "devices": devices,
-        }
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def main():
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec={"nvml": {"type": "str", "choices": ["auto", "always"], "default": "auto"}},
+        supports_check_mode=True,
+    )
     module_version = _read("/sys/module/nvidia/version")
     pci = pci_devices()
-    if pci or module_version:
+    switches = pci_devices(classes=(NVSWITCH_PCI_CLASS,))
+    if pci or module_version or module.params["nvml"] == "always":
         nvml = nvml_facts(module_version)
     else:
-        nvml = {"available": False, "reason": "no NVIDIA GPU on the PCI bus", "devices": []}
-    module.exit_json(changed=False, pci_devices=pci, module_version=module_version, nvml=nvml)
+        nvml = {"available": False, "reason": "no NVIDIA GPU on the PCI bus", "devices": [], "notes": []}
+    module.exit_json(changed=False, pci_devices=pci, nvswitch_devices=switches, module_version=module_version,
+                     nvml=nvml)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,32 @@ def nvidia_utils() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def gpu_facts(nvidia_utils: ModuleType) -> ModuleType:
+def debs() -> ModuleType:
+    return load(REPO / "plugins/module_utils/debian_packages.py", "ansible.module_utils.debian_packages")
+
+
+@pytest.fixture(scope="session")
+def apt_sources() -> ModuleType:
+    return load(REPO / "plugins/module_utils/apt_sources.py", "ansible.module_utils.apt_sources")
+
+
+@pytest.fixture(scope="session")
+def kernels(nvidia_utils: ModuleType) -> ModuleType:
+    return load(REPO / "plugins/module_utils/kernel_packages.py", "ansible.module_utils.kernel_packages")
+
+
+@pytest.fixture(scope="session")
+def nvml(nvidia_utils: ModuleType) -> ModuleType:
+    return load(REPO / "plugins/module_utils/nvml.py", "ansible.module_utils.nvml")
+
+
+@pytest.fixture(scope="session")
+def drv(nvidia_utils: ModuleType, debs: ModuleType) -> ModuleType:
+    return load(REPO / "plugins/module_utils/nvidia_driver.py", "ansible.module_utils.nvidia_driver")
+
+
+@pytest.fixture(scope="session")
+def gpu_facts(nvidia_utils: ModuleType, nvml: ModuleType) -> ModuleType:
     return load(REPO / "plugins/modules/nvidia_gpu_facts.py", "nvidia_gpu_facts")
 
 

@@ -53,3 +53,16 @@ def test_secure_boot_state_matches_firmware(host) -> None:  # type: ignore[no-un
 def test_side_effect_left_no_mount(host) -> None:  # type: ignore[no-untyped-def]
     assert not host.mount_point("/mnt/preflight-tiny").exists
     assert not host.file("/var/tmp/preflight-tiny.img").exists
+
+
+def test_nvswitches_are_reported(host) -> None:  # type: ignore[no-untyped-def]
+    facts = json.loads(host.file(FACTS).content_string)
+    switches = host.check_output(
+        "for d in /sys/bus/pci/devices/*; do [ -r $d/vendor ] || continue; "
+        '[ "$(cat $d/vendor)" = 0x10de ] && [ "$(cut -c1-6 $d/class)" = 0x0680 ] && echo $d; done; true')
+    assert len(facts["nvswitch_devices"]) == len([line for line in switches.splitlines() if line.strip()])
+
+
+def test_nothing_is_installed_for_nvml(host) -> None:  # type: ignore[no-untyped-def]
+    """NVML is read through the driver's own library: no Python binding (Ubuntu 22.04's is too old)."""
+    assert not host.package("python3-pynvml").is_installed
