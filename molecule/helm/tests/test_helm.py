@@ -14,7 +14,7 @@ REPO_DEFAULTS = Path(__file__).resolve().parents[3] / "roles/helm/defaults/main.
 def test_helm_installed_from_the_verified_tarball(host) -> None:  # type: ignore[no-untyped-def]
     binary = host.file("/usr/local/bin/helm")
     assert binary.is_file and binary.mode == 0o755 and binary.user == "root"
-    assert host.check_output("helm version --short").startswith("v3.19.0")
+    assert host.check_output("helm version --short").startswith("v3.22.0")
 
 
 def test_refused_and_skipped_installs_left_nothing(host) -> None:  # type: ignore[no-untyped-def]
