@@ -1,19 +1,23 @@
 """NVIDIA driver install logic shared by the nvidia_driver modules and unit tests (no Ansible imports).
 
-Package selection, the packages to hold, which Ubuntu components are missing, the reboot decision and
-the verification verdict. Version comparison and NVML diagnosis come from ``nvidia.py``.
+Open or proprietary kernel modules, how they come (prebuilt, DKMS, none), the package set, pins checked
+against what the archive offers, the holds (driver and kernel together), the reboot decision and the
+verification verdict. Version comparison and NVML diagnosis come from ``nvidia.py``; kernel packages
+from ``kernel_packages.py``; package metadata from ``debian_packages.py``.
 """
 
 from __future__ import annotations
 
 import re
 
-from ansible.module_utils.nvidia import parse_version
+from ansible.module_utils.debian_packages import version_bound
+from ansible.module_utils.nvidia import HOPPER_DEVICES, generation, parse_version
 
 # Driver packages of one branch, from Ubuntu's archive or NVIDIA's CUDA repository: every name
-# carries the branch number (nvidia-utils-580-server, libnvidia-compute-580, nvidia-dkms-580,
-# cuda-drivers-580, linux-modules-nvidia-580-server-6.8.0-45-generic, nvidia-firmware-580-server-580.1.2).
-# The container toolkit (nvidia-container-toolkit, libnvidia-container1) carries none and is not matched.
+# carries the branch number (nvidia-utils-580-server, libnvidia-compute-580, nvidia-dkms-580-server-open,
+# nvidia-open-580, cuda-drivers-580, nvidia-fabricmanager-580, linux-modules-nvidia-580-server-6.8.0-45-generic,
+# nvidia-firmware-580-server-580.1.2). The container toolkit (nvidia-container-toolkit, libnvidia-container1)
+# carries none and is not matched.
 DRIVER_PACKAGE_RE = re.compile(
     r"^(?:"
     r"(?:lib)?nvidia-[a-z0-9-]*?-\d{3}(?:-server)?(?:-open)?"
@@ -24,9 +28,16 @@ DRIVER_PACKAGE_RE = re.compile(
     r"|linux-(?:modules|objects|signatures)-nvidia-\d{3}(?:-server)?(?:-open)?-.+"
     r")$"
 )
+# linux-modules-nvidia-580-server-open-generic-hwe-22.04 follows the kernel flavour: no kernel release in it.
+MODULES_RE = re.compile(r"^linux-modules-nvidia-\d{3}")
+KERNEL_RELEASE_RE = re.compile(r"-\d+\.\d+\.\d+-\d+-")
 USERSPACE_RE = re.compile(r"^libnvidia-compute-(\d{3})(?:-server)?$")
-CONTAINER_TYPES = ("docker", "container", "containerd", "lxc", "podman", "systemd-nspawn", "openvz")
-KERNEL_MODULE_CHOICES = ("auto", "prebuilt", "dkms", "none")
+MODULE_INSTALL_CHOICES = ("auto", "prebuilt", "dkms", "none")
+FLAVOUR_CHOICES = ("auto", "open", "proprietary")
+FABRICMANAGER_CHOICES = ("auto", "always", "never")
+# NVIDIA made the open kernel modules the default for supported GPUs in R560; they exist since R515.
+OPEN_DEFAULT_BRANCH = 560
+OPEN_FIRST_BRANCH = 515
 
 
 def upstream_version(deb_version: str) -> str:
@@ -47,77 +58,133 @@ def branch_suffix(source: str, branch: str, server: bool) -> str:
     return f"{branch}-server" if source == "ubuntu" and server else branch
 
 
-def kernel_flavour(kernel_release: str) -> str | None:
-    """Ubuntu kernel flavour of a release string (``6.8.0-45-generic`` -> ``generic``), None if not Ubuntu's."""
-    match = re.fullmatch(r"\d+\.\d+\.\d+-\d+-([a-z][a-z0-9-]*)", kernel_release)
-    return match.group(1) if match else None
+def module_flavour(requested: str, branch: str, gpus: list[dict], machine: str) -> tuple[str, str, str]:
+    """(flavour, why, error): ``open`` or ``proprietary`` kernel modules for these GPUs.
 
-
-def flavour_metapackage(flavour: str | None, release: str, installed: set[str] | dict[str, str]) -> str | None:
-    """Flavour suffix whose kernel metapackage is installed (HWE first), so modules follow kernel upgrades.
-
-    ``generic-hwe-22.04`` when ``linux-image-generic-hwe-22.04`` is installed, ``generic`` when
-    ``linux-image-generic`` is; None when neither (a custom kernel: re-run the role after a kernel change).
+    *gpus* are PCI devices (``device``) with, when NVML gave it, ``compute_capability``. Open modules
+    support Turing and newer only; Blackwell and Grace Hopper (Hopper on an Arm host) need them.
+    ``auto`` takes open where the GPUs need it or where NVIDIA made it the default (R560 and later,
+    Turing and newer), proprietary for GPUs older than Turing or older branches.
     """
-    if not flavour:
-        return None
-    for candidate in (f"{flavour}-hwe-{release}", flavour):
-        if f"linux-image-{candidate}" in installed:
-            return candidate
-    return None
+    if requested not in FLAVOUR_CHOICES:
+        return "", "", f"nvidia_driver_kernel_modules must be one of {', '.join(FLAVOUR_CHOICES)}, not {requested!r}"
+    generations = {gpu.get("device") or "?": generation(gpu.get("device"), gpu.get("compute_capability"))
+                   for gpu in gpus}
+    older = sorted(device for device, gen in generations.items() if gen == "pre-turing")
+    grace = machine == "aarch64" and any(int(d, 16) in HOPPER_DEVICES for d in generations if d.startswith("0x"))
+    need_open = sorted(device for device, gen in generations.items() if gen == "blackwell+") + (
+        ["Grace Hopper"] if grace else [])
+    if older and need_open:
+        return "", "", (f"this host mixes GPUs older than Turing ({', '.join(older)}), which only the proprietary "
+                        f"modules drive, with GPUs that need the open modules ({', '.join(need_open)}): no one "
+                        "driver runs both. Fix: split the GPUs across hosts")
+    if requested == "open" or (requested == "auto" and need_open):
+        if older:
+            return "", "", (f"the open kernel modules do not support GPUs older than Turing ({', '.join(older)}). "
+                            "Fix: set nvidia_driver_kernel_modules: proprietary (or auto)")
+        if int(branch) < OPEN_FIRST_BRANCH:
+            return "", "", (f"branch {branch} has no open kernel modules (they start with R{OPEN_FIRST_BRANCH}). "
+                            "Fix: use a newer nvidia_driver_branch, or nvidia_driver_kernel_modules: proprietary")
+        why = ("requested" if requested == "open" else
+               f"the GPUs need them ({', '.join(need_open)}: Blackwell and Grace Hopper run only the open modules)")
+        return "open", why, ""
+    if requested == "proprietary":
+        if need_open:
+            return "", "", (f"the proprietary kernel modules do not drive {', '.join(need_open)} (Blackwell and "
+                            "Grace Hopper need the open modules). Fix: set nvidia_driver_kernel_modules: open "
+                            "(or auto)")
+        return "proprietary", "requested", ""
+    if older:
+        return "proprietary", f"GPUs older than Turing ({', '.join(older)}) run only the proprietary modules", ""
+    if int(branch) < OPEN_DEFAULT_BRANCH:
+        return "proprietary", f"branch {branch} predates R{OPEN_DEFAULT_BRANCH}, where NVIDIA made open the default", ""
+    if not gpus:
+        return "open", f"no GPU on the PCI bus; open is NVIDIA's default since R{OPEN_DEFAULT_BRANCH}", ""
+    return "open", f"Turing or newer GPUs; open is NVIDIA's default for them since R{OPEN_DEFAULT_BRANCH}", ""
 
 
-def resolve_kernel_modules(requested: str, source: str, in_container: bool, prebuilt_available: bool,
+def resolve_module_install(requested: str, source: str, in_container: bool, prebuilt_available: bool,
                            kernel: str) -> tuple[str, str]:
     """(method, error): how the kernel modules are installed, or an error saying why none can be chosen.
 
-    method is ``prebuilt`` (Ubuntu's signed linux-modules-nvidia package for the running kernel),
-    ``dkms`` (built on the host, unsigned) or ``none`` (userspace only).
+    method is ``prebuilt`` (Ubuntu's signed linux-modules-nvidia package for the kernel), ``dkms``
+    (built on the host, unsigned) or ``none`` (userspace only). *in_container* is False when the modules
+    are for another kernel than the running one (an image being built).
     """
-    if requested not in KERNEL_MODULE_CHOICES:
-        return "", f"nvidia_driver_kernel_modules must be one of {', '.join(KERNEL_MODULE_CHOICES)}, not {requested!r}"
+    if requested not in MODULE_INSTALL_CHOICES:
+        return "", (f"nvidia_driver_module_install must be one of {', '.join(MODULE_INSTALL_CHOICES)}, "
+                    f"not {requested!r}")
     if requested == "none":
         return "none", ""
     if in_container:
         return "", (
             "this host is a container: it shares the kernel of the machine it runs on, so no kernel module "
             "can be installed or loaded here. Fix: install the driver on that machine, and set "
-            "nvidia_driver_kernel_modules: none here for the userspace packages only"
+            "nvidia_driver_module_install: none here for the userspace packages only (or nvidia_driver_target_kernel "
+            "to build an image for another kernel)"
         )
     if source == "cuda":
         if requested == "prebuilt":
             return "", ("NVIDIA's CUDA repository has no Ubuntu-signed prebuilt modules. Fix: use "
-                        "nvidia_driver_source: ubuntu for prebuilt modules, or nvidia_driver_kernel_modules: dkms")
+                        "nvidia_driver_source: ubuntu for prebuilt modules, or nvidia_driver_module_install: dkms")
         return "dkms", ""
     if requested == "dkms":
         return "dkms", ""
     if prebuilt_available:
         return "prebuilt", ""
     if requested == "prebuilt":
-        return "", (f"Ubuntu has no prebuilt signed NVIDIA modules for the running kernel {kernel}. Fix: boot a "
-                    "current Ubuntu kernel (apt full-upgrade, reboot), or set nvidia_driver_kernel_modules: dkms")
+        return "", (f"Ubuntu has no prebuilt signed NVIDIA modules for the kernel {kernel}. Fix: boot a "
+                    "current Ubuntu kernel (apt full-upgrade, reboot), or set nvidia_driver_module_install: dkms")
     return "dkms", ""
 
 
-def select_packages(source: str, branch: str, server: bool, method: str, kernel: str,
-                    meta: str | None = None, version: str = "") -> list[str]:
-    """Apt package specs to install: driver packages (pinned to *version* when given), modules, headers."""
+def fabricmanager_wanted(setting: str, nvswitches: list[dict]) -> tuple[bool, str]:
+    """Whether to install and run nvidia-fabricmanager, and why (NVSwitch systems need it for their GPUs)."""
+    if setting == "always":
+        return True, "requested (nvidia_driver_fabricmanager: always)"
+    if setting == "never":
+        return False, "not wanted (nvidia_driver_fabricmanager: never)"
+    if nvswitches:
+        return True, f"{len(nvswitches)} NVSwitch(es) on the PCI bus: without fabric manager their GPUs stay unusable"
+    return False, "no NVSwitch on the PCI bus"
+
+
+def prebuilt_modules_package(source: str, branch: str, server: bool, flavour: str, kernel: str) -> str:
+    """``linux-modules-nvidia-580-server-open-6.8.0-45-generic``: the signed modules for one kernel."""
+    open_suffix = "-open" if flavour == "open" else ""
+    return f"linux-modules-nvidia-{branch_suffix(source, branch, server)}{open_suffix}-{kernel}"
+
+
+def select_packages(source: str, branch: str, server: bool, flavour: str, method: str, kernel: str,
+                    modules_meta: str | None = None, version: str = "", fabricmanager: bool = False,
+                    headers_meta: str | None = None) -> list[str]:
+    """Apt package specs to install: driver packages (pinned to *version* when given), modules, headers.
+
+    *flavour* is ``open`` or ``proprietary``; *modules_meta* the flavour suffix of the modules
+    metapackage that follows kernel updates (``generic-hwe-22.04``), when the archive has one;
+    *headers_meta* that of the kernel's image metapackage (``virtual-hwe-22.04``), whose headers
+    metapackage DKMS needs to build for the kernels to come.
+    """
     suffix = branch_suffix(source, branch, server)
-    if source == "cuda":
-        driver = [f"cuda-drivers-{suffix}"] if method == "dkms" else [
-            f"nvidia-headless-no-dkms-{suffix}", f"nvidia-utils-{suffix}"]
+    open_suffix = "-open" if flavour == "open" else ""
+    if source == "cuda" and method == "dkms":
+        driver = [f"nvidia-open-{branch}" if flavour == "open" else f"cuda-drivers-{branch}"]
     elif method == "dkms":
-        driver = [f"nvidia-headless-{suffix}", f"nvidia-utils-{suffix}"]
+        driver = [f"nvidia-headless-{suffix}{open_suffix}", f"nvidia-utils-{suffix}"]
     else:
-        driver = [f"nvidia-headless-no-dkms-{suffix}", f"nvidia-utils-{suffix}"]
+        driver = [f"nvidia-headless-no-dkms-{suffix}{open_suffix}", f"nvidia-utils-{suffix}"]
+    if fabricmanager:
+        # Fabric manager has no -server name; its version must be the driver's (it depends on it exactly).
+        driver += [f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}"]
     if version:
         driver = [f"{name}={version}-*" for name in driver]
     kernel_packages: list[str] = []
     if method == "prebuilt":
-        kernel_packages = [f"linux-modules-nvidia-{suffix}-{kernel}"]
-        kernel_packages += [f"linux-modules-nvidia-{suffix}-{meta}"] if meta else []
+        kernel_packages = [prebuilt_modules_package(source, branch, server, flavour, kernel)]
+        if modules_meta:
+            kernel_packages.append(f"linux-modules-nvidia-{suffix}{open_suffix}-{modules_meta}")
     elif method == "dkms":
-        kernel_packages = [f"linux-headers-{kernel}"] + ([f"linux-headers-{meta}"] if meta else [])
+        kernel_packages = [f"linux-headers-{kernel}"] + ([f"linux-headers-{headers_meta}"] if headers_meta else [])
     return driver + kernel_packages
 
 
@@ -126,29 +193,34 @@ def package_name(spec: str) -> str:
     return spec.split("=", 1)[0]
 
 
-def driver_packages(installed: dict[str, str] | set[str]) -> list[str]:
-    """Installed driver packages (of any branch), sorted: what is held, and purged by state absent."""
+def driver_packages(installed: dict[str, str] | dict[str, dict] | set[str]) -> list[str]:
+    """Installed driver packages (of any branch), sorted: what is held, and what state absent may purge."""
     return sorted(name for name in installed if DRIVER_PACKAGE_RE.match(name))
 
 
-def hold_packages(installed: dict[str, str] | set[str]) -> list[str]:
-    """Driver packages to hold: all of them except the kernel-flavour metapackages.
+def hold_packages(installed: dict[str, str] | set[str], kernel_metas: list[str], hold_kernel: bool) -> list[str]:
+    """Packages to hold: the driver's, with the kernel metapackages when *hold_kernel*.
 
-    ``linux-modules-nvidia-580-server-generic`` must stay free to follow kernel upgrades;
-    ``linux-modules-nvidia-580-server-6.8.0-45-generic`` (one kernel) is held with the driver.
+    Holding the kernel with the driver is what keeps a host from booting a kernel without modules:
+    Ubuntu builds each kernel's prebuilt modules against the newest driver point release, so a new
+    kernel's modules need a newer driver than the held one, and apt would install the kernel while
+    keeping its modules back. Without *hold_kernel* (the role's old behaviour) the modules metapackages
+    stay free to follow kernel updates, which the boot check then has to catch.
     """
-    return [name for name in driver_packages(installed)
-            if not name.startswith("linux-") or re.search(r"-\d+\.\d+\.\d+-\d+", name)]
+    driver = driver_packages(installed)
+    if hold_kernel:
+        return sorted(set(driver) | set(kernel_metas))
+    return [name for name in driver if not (MODULES_RE.match(name) and not KERNEL_RELEASE_RE.search(name))]
 
 
 def secure_boot_blocker(secure_boot: str, method: str, prebuilt_available: bool, kernel: str) -> str:
     """Why the install must stop under Secure Boot with this module method, with the fix ('' = go on)."""
     if secure_boot != "enabled" or method != "dkms":
         return ""
-    prebuilt = (f"Ubuntu has prebuilt signed modules for the running kernel {kernel}: set nvidia_driver_source: ubuntu "
-                "and nvidia_driver_kernel_modules: prebuilt" if prebuilt_available else
-                f"Ubuntu has no prebuilt signed modules for the running kernel {kernel}: boot a current Ubuntu "
-                "kernel (apt full-upgrade, reboot), then use nvidia_driver_kernel_modules: prebuilt")
+    prebuilt = (f"Ubuntu has prebuilt signed modules for the kernel {kernel}: set nvidia_driver_source: ubuntu "
+                "and nvidia_driver_module_install: prebuilt" if prebuilt_available else
+                f"Ubuntu has no prebuilt signed modules for the kernel {kernel}: boot a current Ubuntu "
+                "kernel (apt full-upgrade, reboot), then use nvidia_driver_module_install: prebuilt")
     return (
         "Secure Boot is enabled and this install builds unsigned DKMS modules, which the kernel refuses to load. "
         f"Fix, either: (1) {prebuilt}; or (2) enroll a Machine Owner Key that DKMS signs with: "
@@ -156,6 +228,36 @@ def secure_boot_blocker(secure_boot: str, method: str, prebuilt_available: bool,
         "reboot, confirm the key in the blue MOK manager at the console, then re-run; "
         "or (3) disable Secure Boot in the firmware"
     )
+
+
+def offered_versions(policy_entry: dict | None) -> list[tuple[str, list[str]]]:
+    """(driver version, suites) the configured sources offer for one package (an ``apt-cache policy`` entry)."""
+    return [(upstream_version(v["version"]), v["suites"]) for v in (policy_entry or {}).get("versions", [])
+            if v["suites"]]
+
+
+def pin_problem(version: str, package: str, offered: list[tuple[str, list[str]]],
+                modules_package: str = "", modules_depends: str = "", common_package: str = "") -> str:
+    """Why *version* cannot be installed ('' when it can).
+
+    *offered* are the versions the sources have for *package* (the main driver package). The archive
+    keeps only the newest version per pocket, so an older pin usually is not there at all. A prebuilt
+    modules package (*modules_package*, its ``Depends`` in *modules_depends*) is built against a driver
+    version and needs at least that *common_package* (nvidia-kernel-common-<branch>).
+    """
+    if not version:
+        return ""
+    listing = "; ".join(f"{v} ({', '.join(suites)})" for v, suites in offered) or "none"
+    if not any(same_version(v, version) for v, _ in offered):
+        return (f"nvidia_driver_version {version} is not offered by this host's apt sources for {package} (offered: "
+                f"{listing}). The Ubuntu archive keeps only the newest version per pocket. Fix: pin one of those, or "
+                "leave nvidia_driver_version empty for the newest of the branch")
+    needed = version_bound(modules_depends, common_package, ">=") if modules_package else None
+    if needed and parse_version(upstream_version(needed)) > parse_version(version):
+        return (f"the prebuilt modules for this kernel ({modules_package}) are built against driver "
+                f"{upstream_version(needed)} and need it or newer, but nvidia_driver_version is {version}. Fix: pin "
+                f"{upstream_version(needed)} or newer, or use nvidia_driver_module_install: dkms")
+    return ""
 
 
 def userspace_version(installed: dict[str, str]) -> str | None:
@@ -174,38 +276,10 @@ def userspace_branch(installed: dict[str, str]) -> str | None:
     return version.split(".", 1)[0] if version else None
 
 
-def missing_components(targets: list[dict[str, str]], codename: str, wanted: list[str],
-                       own_file: str) -> tuple[list[str], str | None]:
-    """(components of *wanted* not enabled for *codename* by other sources, that suite's mirror).
-
-    *targets* are ``apt-get indextargets`` rows with keys site, release, component, sourcesentry;
-    rows from *own_file* (the role's own .sources file) are ignored, so a re-run decides the same.
-    """
-    enabled: set[str] = set()
-    mirror = None
-    for row in targets:
-        if row.get("sourcesentry", "").split(":", 1)[0] == own_file or row.get("release") != codename:
-            continue
-        enabled.add(row.get("component", ""))
-        if row.get("component") == "main" and mirror is None:
-            mirror = row.get("site")
-    return [c for c in wanted if c not in enabled], mirror
-
-
-def parse_indextargets(text: str) -> list[dict[str, str]]:
-    """Rows of ``apt-get indextargets --format '$(SITE)\\t$(RELEASE)\\t$(COMPONENT)\\t$(SOURCESENTRY)'``."""
-    rows = []
-    for line in text.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 4:
-            rows.append({"site": parts[0], "release": parts[1], "component": parts[2], "sourcesentry": parts[3]})
-    return rows
-
-
 def needs_upgrade_flag(requested: list[str], installed: dict[str, str], held: list[str], version: str) -> list[str]:
     """Changes that a plain run must not make to held driver packages (empty: none).
 
-    With the packages held, installing another branch or version is a deliberate upgrade
+    With the packages held, installing another branch, flavour or version is a deliberate upgrade
     (nvidia_driver_upgrade: true), never a side effect of a re-run.
     """
     if not held:
@@ -223,11 +297,13 @@ def needs_upgrade_flag(requested: list[str], installed: dict[str, str], held: li
 
 
 def reboot_decision(gpu: dict, expected_version: str | None, method: str, nouveau_loaded: bool,
-                    in_container: bool, skip_reboot: bool, connection_local: bool) -> dict:
+                    in_container: bool, skip_reboot: bool, connection_local: bool,
+                    running_kernel: str = "", boot_kernel: str = "") -> dict:
     """Whether the host must reboot for the installed driver to run, and what the role does about it.
 
-    *gpu* is the nvidia_gpu_facts result. Returns ``needed`` (bool), ``reasons`` (list) and ``action``:
-    ``none``, ``reboot``, ``skip_container``, ``skip_operator`` or ``refuse_local``.
+    *gpu* is the nvidia_gpu_facts result; *boot_kernel* the kernel the next boot starts (the newest
+    installed), which an upgrade run may have changed. Returns ``needed`` (bool), ``reasons`` (list)
+    and ``action``: ``none``, ``reboot``, ``skip_container``, ``skip_operator`` or ``refuse_local``.
     """
     reasons = []
     has_gpu = bool(gpu.get("pci_devices"))
@@ -241,6 +317,9 @@ def reboot_decision(gpu: dict, expected_version: str | None, method: str, nouvea
             reasons.append(f"the loaded nvidia kernel module is {loaded}, the installed driver {expected_version}")
         if nouveau_loaded:
             reasons.append("nouveau is loaded (blacklisted now; it leaves at the next boot)")
+        if boot_kernel and running_kernel and boot_kernel != running_kernel:
+            reasons.append(f"the next boot starts kernel {boot_kernel}, installed with the driver "
+                           f"(running: {running_kernel})")
     needed = bool(reasons)
     if in_container:
         action = "skip_container"
@@ -265,12 +344,13 @@ def verify(gpu: dict, expected_version: str | None, reboot_pending: bool) -> dic
             "the NVML check of the running driver needs a GPU and was not run")}
     if nvml.get("available"):
         running = nvml.get("driver_version", "")
-        if expected_version and not same_version(running, expected_version):
+        if expected_version and running != "unknown" and not same_version(running, expected_version):
             verdict = {"status": "failed", "ok": False, "message": (
                 f"NVML reports driver {running}, but the {installed}")}
         else:
+            notes = "; ".join(nvml.get("notes", []))
             return {"status": "ok", "ok": True, "message": f"NVML reports driver {running} on "
-                    f"{len(nvml.get('devices', []))} GPU(s), as installed"}
+                    f"{len(nvml.get('devices', []))} GPU(s), as installed" + (f" ({notes})" if notes else "")}
     else:
         verdict = {"status": "failed", "ok": False, "message": f"NVML is unavailable: {nvml.get('reason', 'unknown')}"}
     if reboot_pending:

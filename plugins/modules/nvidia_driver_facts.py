@@ -6,13 +6,15 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: nvidia_driver_facts
-short_description: Read kernel, apt sources and installed NVIDIA packages; plan the driver install
+short_description: Read kernels, apt sources and installed NVIDIA packages; plan the driver install
 description:
-  - Reads the running kernel, its initramfs, the apt components enabled for the release, the
-    installed NVIDIA driver packages and their hold state, and whether Ubuntu has prebuilt signed
-    modules for the running kernel.
-  - Returns the packages to install and how the kernel modules come (prebuilt, dkms or none), or
-    C(error) saying why no plan fits. Changes nothing.
+  - Reads the kernel the modules are for (the running one, or a target kernel), the installed kernels and
+    which of them have an nvidia module, the kernel metapackages, the apt components enabled per pocket,
+    the installed NVIDIA driver packages and their hold state.
+  - With I(plan), decides open or proprietary modules, how they come (prebuilt, dkms or none), the
+    packages (fabric manager included where NVSwitches need it), checks a version pin against what the
+    sources offer, and resolves the whole set with C(apt-get --simulate) so that a set apt cannot install
+    is refused before anything changes; or returns C(plan.error) saying why no plan fits. Changes nothing.
 options:
   source:
     description: ubuntu (Ubuntu's archive) or cuda (NVIDIA's CUDA repository).
@@ -28,17 +30,39 @@ options:
     type: bool
     default: true
   kernel_modules:
-    description: auto, prebuilt, dkms or none.
+    description: auto, open or proprietary kernel modules.
+    type: str
+    default: auto
+  module_install:
+    description: How the modules come: auto, prebuilt, dkms or none.
     type: str
     default: auto
   version:
     description: Exact driver version to pin, or empty.
     type: str
     default: ""
+  target_kernel:
+    description: Kernel release to install the modules for (an image being built); empty for the running kernel.
+    type: str
+    default: ""
   in_container:
     description: The host is a container (shares its kernel).
     type: bool
     default: false
+  gpus:
+    description: NVIDIA GPUs (PCI devices with C(device), and C(compute_capability) where NVML gave one).
+    type: list
+    elements: dict
+    default: []
+  nvswitches:
+    description: NVSwitches on the PCI bus.
+    type: list
+    elements: dict
+    default: []
+  fabricmanager:
+    description: auto (when there are NVSwitches), always or never.
+    type: str
+    default: auto
   components:
     description: Ubuntu components the driver packages need.
     type: list
@@ -52,6 +76,22 @@ options:
     description: The role's own .sources file, ignored when deciding which components are missing.
     type: str
     default: /etc/apt/sources.list.d/nvidia-driver-ubuntu.sources
+  hold:
+    description: The driver packages are held.
+    type: bool
+    default: true
+  hold_kernel:
+    description: The kernel metapackages are held with the driver.
+    type: bool
+    default: true
+  upgrade:
+    description: A deliberate upgrade run (driver, modules and held kernel metapackages move together).
+    type: bool
+    default: false
+  plan:
+    description: Plan the install (false only reads the host).
+    type: bool
+    default: true
 author: appliance maintainers
 """
 
@@ -65,7 +105,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 kernel:
-  description: Running kernel release, its flavour and the installed flavour metapackage suffix.
+  description: release (the kernel the modules are for), running, flavour, image_metas, modules_dir.
+  type: dict
+  returned: always
+kernels:
+  description: installed (newest first), with_module (those with an nvidia module), boot (newest), problem.
   type: dict
   returned: always
 initramfs:
@@ -73,19 +117,23 @@ initramfs:
   type: dict
   returned: always
 sources:
-  description: codename, mirror of its main component, components still missing.
+  description: codename, mirror of its main component, missing (suite -> components), stanzas to add.
   type: dict
   returned: always
 installed:
   description: Installed driver packages (any branch) with their versions.
   type: dict
   returned: always
+kernel_metas:
+  description: Installed kernel metapackages.
+  type: list
+  returned: always
 hold:
-  description: Installed driver packages the role holds (all but kernel-flavour metapackages).
+  description: Packages the role holds (driver packages, and kernel metapackages with hold_kernel).
   type: list
   returned: always
 held:
-  description: Driver packages on hold.
+  description: Driver packages and kernel metapackages on hold.
   type: list
   returned: always
 userspace_version:
@@ -97,7 +145,10 @@ nouveau_loaded:
   type: bool
   returned: always
 plan:
-  description: kernel_modules (resolved), packages, prebuilt_available, changes_needing_upgrade, error.
+  description: >-
+    flavour, flavour_reason, kernel_modules (prebuilt, dkms, none), packages, install (what apt is asked
+    for), prebuilt_available, modules_meta, fabricmanager, fabricmanager_reason, changes_needing_upgrade,
+    simulated (what apt would install or upgrade), error.
   type: dict
   returned: always
 """
@@ -105,21 +156,41 @@ plan:
 import os
 import shutil
 
+from ansible.module_utils.apt_sources import missing_components, parse_indextargets, source_stanzas
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.debian_packages import (
+    DPKG_QUERY_FORMAT,
+    parse_dpkg_query,
+    parse_policy,
+    parse_simulation,
+    parse_stanzas,
+)
+from ansible.module_utils.kernel_packages import (
+    boot_problem,
+    image_metapackages,
+    installed_kernels,
+    kernel_flavour,
+    kernel_metapackages,
+    modules_meta_candidates,
+)
 from ansible.module_utils.nvidia_driver import (
     branch_suffix,
     driver_packages,
-    flavour_metapackage,
+    fabricmanager_wanted,
     hold_packages,
-    kernel_flavour,
-    missing_components,
+    module_flavour,
     needs_upgrade_flag,
-    parse_indextargets,
-    resolve_kernel_modules,
+    offered_versions,
+    package_name,
+    pin_problem,
+    prebuilt_modules_package,
+    resolve_module_install,
     secure_boot_blocker,
     select_packages,
     userspace_version,
 )
+
+C_LOCALE = {"LANG": "C", "LC_ALL": "C"}
 
 
 def os_release(path="/etc/os-release"):
@@ -134,32 +205,88 @@ def os_release(path="/etc/os-release"):
     return values
 
 
-def installed_packages(module):
-    """{name: version} of installed packages, and the names on hold."""
-    fields = "${Package}\t${Version}\t${db:Status-Abbrev}\t${Status}\n"
-    rc, out, _ = module.run_command(["dpkg-query", "-W", "-f", fields])
-    installed, held = {}, []
-    for line in out.splitlines() if rc == 0 else []:
-        parts = line.split("\t")
-        if len(parts) != 4:
-            continue
-        name, version, abbrev, status = parts
-        if abbrev[1:2] == "i":  # installed (whatever the selection: "ii", "hi")
-            installed[name] = version
-        if status.startswith("hold "):  # the selection, even for a package no longer installed
-            held.append(name)
-    return installed, held
+def has_nvidia_module(kernel, root="/lib/modules"):
+    """Whether an nvidia.ko (prebuilt, or built by DKMS) is installed for *kernel*."""
+    for _, _, files in os.walk(os.path.join(root, kernel)):
+        if any(name.startswith("nvidia.ko") for name in files):
+            return True
+    return False
 
 
-def candidate(module, name):
-    """Candidate version apt would install for *name*, or None."""
-    rc, out, _ = module.run_command(["apt-cache", "policy", name])
-    for line in out.splitlines() if rc == 0 else []:
-        key, _, value = line.strip().partition(":")
-        if key == "Candidate":
-            value = value.strip()
-            return None if value in ("", "(none)") else value
-    return None
+def policy(module, names):
+    rc, out, _ = module.run_command(["apt-cache", "policy", *names], environ_update=C_LOCALE)
+    return parse_policy(out if rc == 0 else "")
+
+
+def simulate(module, specs, ignore_holds):
+    """(planned, error) of ``apt-get --simulate install``: what apt would do, or why it cannot.
+
+    *ignore_holds* for an upgrade run, which releases the holds before it installs.
+    """
+    holds = ["--ignore-hold"] if ignore_holds else []
+    rc, out, err = module.run_command(
+        ["apt-get", "--simulate", "--no-install-recommends", *holds, "install", *specs], environ_update=C_LOCALE)
+    if rc == 0:
+        return parse_simulation(out), ""
+    # apt's own reasons: the unmet dependencies (indented) and its E: lines.
+    lines = [line.strip() for line in (out + "\n" + err).splitlines() if line.startswith((" ", "E:"))]
+    return [], "apt cannot install this package set: " + " ".join(lines[-8:])
+
+
+def plan_install(module, p, packages, installed, held, kernel, in_container, image_metas, kernel_metas):
+    plan = {"flavour": "", "flavour_reason": "", "kernel_modules": "", "packages": [], "install": [],
+            "prebuilt_available": False, "modules_meta": None, "fabricmanager": False, "fabricmanager_reason": "",
+            "changes_needing_upgrade": [], "simulated": [], "error": ""}
+    try:
+        suffix = branch_suffix(p["source"], p["branch"], p["server"])
+    except ValueError as err:
+        plan["error"] = str(err)
+        return plan
+    flavour, why, error = module_flavour(p["kernel_modules"], p["branch"], p["gpus"], os.uname().machine)
+    plan.update(flavour=flavour, flavour_reason=why, error=error)
+    if error:
+        return plan
+    prebuilt = prebuilt_modules_package(p["source"], p["branch"], p["server"], flavour, kernel)
+    open_suffix = "-open" if flavour == "open" else ""
+    metas = [f"linux-modules-nvidia-{suffix}{open_suffix}-{m}" for m in modules_meta_candidates(image_metas)]
+    offers = policy(module, [prebuilt, *metas]) if p["source"] == "ubuntu" else {}
+    plan["prebuilt_available"] = bool((offers.get(prebuilt) or {}).get("candidate"))
+    plan["modules_meta"] = next((m.rsplit(f"{suffix}{open_suffix}-", 1)[1] for m in metas
+                                 if (offers.get(m) or {}).get("candidate")), None)
+    method, error = resolve_module_install(p["module_install"], p["source"], in_container,
+                                           plan["prebuilt_available"], kernel)
+    plan["kernel_modules"] = method
+    plan["error"] = error or secure_boot_blocker(p["secure_boot"], method, plan["prebuilt_available"], kernel)
+    if plan["error"]:
+        return plan
+    plan["fabricmanager"], plan["fabricmanager_reason"] = fabricmanager_wanted(p["fabricmanager"], p["nvswitches"])
+    plan["packages"] = select_packages(p["source"], p["branch"], p["server"], flavour, method, kernel,
+                                       plan["modules_meta"], p["version"], plan["fabricmanager"],
+                                       image_metas[0] if image_metas else None)
+    main = package_name(plan["packages"][0])
+    if p["version"]:
+        modules_depends = ""
+        if method == "prebuilt":
+            rc, out, _ = module.run_command(["apt-cache", "show", prebuilt], environ_update=C_LOCALE)
+            candidate = offers[prebuilt]["candidate"]
+            modules_depends = next((s.get("Depends", "") for s in parse_stanzas(out if rc == 0 else "")
+                                    if s.get("Version") == candidate), "")
+        plan["error"] = pin_problem(p["version"], main, offered_versions(policy(module, [main]).get(main)),
+                                    prebuilt if method == "prebuilt" else "", modules_depends,
+                                    f"nvidia-kernel-common-{suffix}")
+        if plan["error"]:
+            return plan
+    plan["changes_needing_upgrade"] = needs_upgrade_flag(plan["packages"], installed, held, p["version"])
+    if plan["changes_needing_upgrade"] and not p["upgrade"]:
+        return plan  # the role stops at the held packages, with that fix
+    moves_kernel = p["upgrade"] and p["hold_kernel"] and method != "none"
+    plan["install"] = plan["packages"] + (kernel_metas if moves_kernel else [])
+    # As the install will ask apt: a plain run only adds what is missing (or pinned), an upgrade run moves all.
+    wanted = [spec for spec in plan["install"]
+              if p["upgrade"] or "=" in spec or not packages.get(spec, {}).get("installed")]
+    if wanted:
+        plan["simulated"], plan["error"] = simulate(module, wanted, p["upgrade"])
+    return plan
 
 
 def main():
@@ -169,23 +296,40 @@ def main():
             "branch": {"type": "str", "required": True},
             "server": {"type": "bool", "default": True},
             "kernel_modules": {"type": "str", "default": "auto"},
+            "module_install": {"type": "str", "default": "auto"},
             "version": {"type": "str", "default": ""},
+            "target_kernel": {"type": "str", "default": ""},
             "in_container": {"type": "bool", "default": False},
+            "gpus": {"type": "list", "elements": "dict", "default": []},
+            "nvswitches": {"type": "list", "elements": "dict", "default": []},
+            "fabricmanager": {"type": "str", "default": "auto"},
             "components": {"type": "list", "elements": "str", "default": ["restricted", "multiverse"]},
             "secure_boot": {"type": "str", "default": "unknown"},
             "own_sources_file": {"type": "str", "default": "/etc/apt/sources.list.d/nvidia-driver-ubuntu.sources"},
+            "hold": {"type": "bool", "default": True},
+            "hold_kernel": {"type": "bool", "default": True},
+            "upgrade": {"type": "bool", "default": False},
+            "plan": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
     p = module.params
     release = os_release()
     codename = release.get("VERSION_CODENAME", "")
-    kernel = os.uname().release
-    installed_all, held_all = installed_packages(module)
-    installed = {name: installed_all[name] for name in driver_packages(installed_all)}
-    held = driver_packages(set(held_all))
-    flavour = kernel_flavour(kernel)
-    meta = flavour_metapackage(flavour, release.get("VERSION_ID", ""), installed_all)
+    running = os.uname().release
+    kernel = p["target_kernel"] or running
+    # Modules for another kernel (an image being built) can be installed in a container: nothing is loaded.
+    in_container = p["in_container"] and not p["target_kernel"]
+
+    rc, out, _ = module.run_command(["dpkg-query", "-W", "-f", DPKG_QUERY_FORMAT])
+    packages = parse_dpkg_query(out if rc == 0 else "")
+    present = {name: data["version"] for name, data in packages.items() if data["installed"]}
+    installed = {name: present[name] for name in driver_packages(present)}
+    kernel_metas = kernel_metapackages(packages)
+    held = sorted(name for name in driver_packages(packages) + kernel_metas if packages[name]["held"])
+    image_metas = image_metapackages(packages, kernel)
+    kernels = installed_kernels(packages)
+    with_module = sorted(k for k in kernels if has_nvidia_module(k))
 
     rc, out, _ = module.run_command(
         ["apt-get", "indextargets", "--no-release-info", "--format",
@@ -193,34 +337,24 @@ def main():
     missing, mirror = missing_components(parse_indextargets(out if rc == 0 else ""), codename,
                                          p["components"], p["own_sources_file"])
 
-    plan = {"kernel_modules": "", "packages": [], "prebuilt_available": False,
-            "changes_needing_upgrade": [], "error": ""}
-    try:
-        suffix = branch_suffix(p["source"], p["branch"], p["server"])
-    except ValueError as err:
-        plan["error"] = str(err)
-    else:
-        if p["source"] == "ubuntu" and not p["in_container"] and p["kernel_modules"] in ("auto", "prebuilt"):
-            plan["prebuilt_available"] = candidate(module, f"linux-modules-nvidia-{suffix}-{kernel}") is not None
-        method, error = resolve_kernel_modules(p["kernel_modules"], p["source"], p["in_container"],
-                                               plan["prebuilt_available"], kernel)
-        plan["kernel_modules"] = method
-        plan["error"] = error or secure_boot_blocker(p["secure_boot"], method, plan["prebuilt_available"], kernel)
-        if not plan["error"]:
-            plan["packages"] = select_packages(p["source"], p["branch"], p["server"], method, kernel, meta,
-                                               p["version"])
-            plan["changes_needing_upgrade"] = needs_upgrade_flag(plan["packages"], installed, held, p["version"])
+    plan = {"error": ""}
+    if p["plan"]:
+        plan = plan_install(module, p, packages, installed, held, kernel, in_container, image_metas, kernel_metas)
 
     initrd = f"/boot/initrd.img-{kernel}"
     module.exit_json(
         changed=False,
-        kernel={"release": kernel, "flavour": flavour, "metapackage": meta,
+        kernel={"release": kernel, "running": running, "target": bool(p["target_kernel"]),
+                "flavour": kernel_flavour(kernel), "image_metas": image_metas,
                 "modules_dir": os.path.isdir(f"/lib/modules/{kernel}")},
+        kernels={"installed": kernels, "with_module": with_module, "boot": kernels[0] if kernels else None,
+                 "problem": boot_problem(kernels, set(with_module), running)},
         initramfs={"path": initrd, "exists": os.path.exists(initrd),
                    "tool": shutil.which("update-initramfs") is not None},
-        sources={"codename": codename, "mirror": mirror, "missing": missing},
+        sources={"codename": codename, "mirror": mirror, "missing": missing, "stanzas": source_stanzas(missing)},
         installed=installed,
-        hold=hold_packages(installed),
+        kernel_metas=kernel_metas,
+        hold=hold_packages(installed, kernel_metas, p["hold_kernel"]) if p["hold"] else [],
         held=held,
         userspace_version=userspace_version(installed),
         nouveau_loaded=os.path.isdir("/sys/module/nouveau"),

@@ -40,6 +40,14 @@ options:
     description: The role has already rebooted the host in this run.
     type: bool
     default: false
+  running_kernel:
+    description: The kernel the host runs.
+    type: str
+    default: ""
+  boot_kernel:
+    description: The kernel the next boot starts (the newest installed), which an upgrade run may have changed.
+    type: str
+    default: ""
 author: appliance maintainers
 """
 
@@ -79,13 +87,16 @@ def main():
             "skip_reboot": {"type": "bool", "default": False},
             "connection_local": {"type": "bool", "default": False},
             "reboot_done": {"type": "bool", "default": False},
+            "running_kernel": {"type": "str", "default": ""},
+            "boot_kernel": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
     p = module.params
     expected = p["expected_version"] or None
     decision = reboot_decision(p["gpu"], expected, p["kernel_modules"], os.path.isdir("/sys/module/nouveau"),
-                               p["in_container"], p["skip_reboot"], p["connection_local"])
+                               p["in_container"], p["skip_reboot"], p["connection_local"],
+                               p["running_kernel"], p["boot_kernel"])
     if p["reboot_done"] and decision["action"] == "reboot":
         # Rebooted once already and still not running: a second reboot would not help; say so.
         decision["action"] = "none"

@@ -1,6 +1,7 @@
-"""The nvidia_driver logic: package selection, holds, components, Secure Boot, reboot decision, verification.
+"""The nvidia_driver logic: module flavour, package selection, pins, holds, Secure Boot, reboot, verification.
 
-Version comparison and the NVML mismatch diagnosis are covered in test_nvidia_plugins.py.
+Version comparison and the NVML mismatch diagnosis are in test_nvidia_plugins.py; the selection against
+the recorded Ubuntu archive in test_nvidia_archive.py; kernels and apt components in test_kernel_packages.py.
 """
 
 from __future__ import annotations
@@ -18,12 +19,7 @@ GPU = [{"address": "0000:3b:00.0", "device": "0x1eb8", "class": "0x0302"}]
 
 
 @pytest.fixture(scope="module")
-def drv(nvidia_utils: ModuleType) -> ModuleType:
-    return load(REPO / "plugins/module_utils/nvidia_driver.py", "ansible.module_utils.nvidia_driver")
-
-
-@pytest.fixture(scope="module")
-def facts_module(drv: ModuleType) -> ModuleType:
+def facts_module(drv: ModuleType, kernels: ModuleType, apt_sources: ModuleType) -> ModuleType:
     return load(REPO / "plugins/modules/nvidia_driver_facts.py", "nvidia_driver_facts")
 
 
@@ -67,39 +63,53 @@ def test_userspace_version_follows_the_library_not_the_requested_branch(drv: Mod
 # --- package selection ------------------------------------------------------------------------
 
 def test_ubuntu_prebuilt_packages(drv: ModuleType) -> None:
-    assert drv.select_packages("ubuntu", "580", True, "prebuilt", KERNEL, "generic") == [
+    assert drv.select_packages("ubuntu", "580", True, "proprietary", "prebuilt", KERNEL, "generic") == [
         "nvidia-headless-no-dkms-580-server", "nvidia-utils-580-server",
         f"linux-modules-nvidia-580-server-{KERNEL}", "linux-modules-nvidia-580-server-generic"]
 
 
+def test_ubuntu_open_prebuilt_packages(drv: ModuleType) -> None:
+    assert drv.select_packages("ubuntu", "580", True, "open", "prebuilt", KERNEL, "generic-hwe-24.04") == [
+        "nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server",
+        f"linux-modules-nvidia-580-server-open-{KERNEL}", "linux-modules-nvidia-580-server-open-generic-hwe-24.04"]
+
+
 def test_ubuntu_prebuilt_without_a_flavour_metapackage(drv: ModuleType) -> None:
-    specs = drv.select_packages("ubuntu", "580", True, "prebuilt", KERNEL)
+    specs = drv.select_packages("ubuntu", "580", True, "proprietary", "prebuilt", KERNEL)
     assert specs[-1] == f"linux-modules-nvidia-580-server-{KERNEL}"
 
 
 def test_ubuntu_dkms_brings_matching_headers(drv: ModuleType) -> None:
-    assert drv.select_packages("ubuntu", "580", True, "dkms", KERNEL, "generic-hwe-22.04") == [
-        "nvidia-headless-580-server", "nvidia-utils-580-server",
-        f"linux-headers-{KERNEL}", "linux-headers-generic-hwe-22.04"]
+    assert drv.select_packages("ubuntu", "580", True, "open", "dkms", KERNEL, None,
+                               headers_meta="virtual-hwe-22.04") == [
+        "nvidia-headless-580-server-open", "nvidia-utils-580-server",
+        f"linux-headers-{KERNEL}", "linux-headers-virtual-hwe-22.04"]
 
 
 def test_userspace_only_for_containers(drv: ModuleType) -> None:
-    assert drv.select_packages("ubuntu", "580", True, "none", KERNEL, "generic") == [
+    assert drv.select_packages("ubuntu", "580", True, "proprietary", "none", KERNEL, "generic") == [
         "nvidia-headless-no-dkms-580-server", "nvidia-utils-580-server"]
 
 
 def test_desktop_branch_names(drv: ModuleType) -> None:
-    specs = drv.select_packages("ubuntu", "570", False, "none", KERNEL)
-    assert specs == ["nvidia-headless-no-dkms-570", "nvidia-utils-570"]
+    specs = drv.select_packages("ubuntu", "570", False, "open", "none", KERNEL)
+    assert specs == ["nvidia-headless-no-dkms-570-open", "nvidia-utils-570"]
 
 
 def test_cuda_packages_and_version_pin(drv: ModuleType) -> None:
-    assert drv.select_packages("cuda", "580", True, "dkms", KERNEL, None, "580.95.05") == [
+    assert drv.select_packages("cuda", "580", True, "proprietary", "dkms", KERNEL, None, "580.95.05") == [
         "cuda-drivers-580=580.95.05-*", f"linux-headers-{KERNEL}"]
+    assert drv.select_packages("cuda", "580", True, "open", "dkms", KERNEL)[0] == "nvidia-open-580"
+
+
+def test_fabricmanager_is_pinned_with_the_driver(drv: ModuleType) -> None:
+    specs = drv.select_packages("ubuntu", "580", True, "open", "none", KERNEL, None, "580.178.04", True)
+    assert specs == ["nvidia-headless-no-dkms-580-server-open=580.178.04-*", "nvidia-utils-580-server=580.178.04-*",
+                     "nvidia-fabricmanager-580=580.178.04-*", "libnvidia-nscq-580=580.178.04-*"]
 
 
 def test_version_pin_applies_to_driver_packages_only(drv: ModuleType) -> None:
-    specs = drv.select_packages("ubuntu", "580", True, "prebuilt", KERNEL, None, "580.126.09")
+    specs = drv.select_packages("ubuntu", "580", True, "proprietary", "prebuilt", KERNEL, None, "580.126.09")
     assert specs == ["nvidia-headless-no-dkms-580-server=580.126.09-*", "nvidia-utils-580-server=580.126.09-*",
                      f"linux-modules-nvidia-580-server-{KERNEL}"]
     assert drv.package_name(specs[0]) == "nvidia-headless-no-dkms-580-server"
@@ -108,23 +118,68 @@ def test_version_pin_applies_to_driver_packages_only(drv: ModuleType) -> None:
 @pytest.mark.parametrize("branch", ["58", "580.1", "r580", ""])
 def test_branch_must_be_three_digits(drv: ModuleType, branch: str) -> None:
     with pytest.raises(ValueError, match="three digits"):
-        drv.select_packages("ubuntu", branch, True, "none", KERNEL)
+        drv.select_packages("ubuntu", branch, True, "open", "none", KERNEL)
 
 
-@pytest.mark.parametrize(("kernel", "flavour"), [
-    ("6.8.0-45-generic", "generic"), ("5.15.0-1070-azure", "azure"), ("6.8.0-1015-aws", "aws"),
-    ("6.8.0-45-lowlatency-64k", "lowlatency-64k"), ("6.18.44-fc-v669", None), ("6.1.0-26-amd64", "amd64"),
+# --- open or proprietary modules --------------------------------------------------------------------
+
+T4, V100, B200, GH200, A100 = "0x1eb8", "0x1db5", "0x2901", "0x2342", "0x20b0"
+
+
+def flavour(drv: ModuleType, requested: str, *devices: str, branch: str = "580", machine: str = "x86_64",
+            capability: str | None = None) -> tuple[str, str, str]:
+    gpus = [{"device": d, "compute_capability": capability} for d in devices]
+    result: tuple[str, str, str] = drv.module_flavour(requested, branch, gpus, machine)
+    return result
+
+
+@pytest.mark.parametrize(("devices", "branch", "machine", "chosen", "why"), [
+    ((T4, A100), "580", "x86_64", "open", "NVIDIA's default for them since R560"),
+    ((), "580", "x86_64", "open", "no GPU on the PCI bus"),
+    ((V100,), "580", "x86_64", "proprietary", "older than Turing (0x1db5)"),
+    ((T4,), "550", "x86_64", "proprietary", "branch 550 predates R560"),
+    ((B200,), "580", "x86_64", "open", "Blackwell and Grace Hopper run only the open modules"),
+    ((GH200,), "580", "aarch64", "open", "Grace Hopper"),
+    ((GH200,), "550", "x86_64", "proprietary", "predates R560"),
 ])
-def test_kernel_flavour(drv: ModuleType, kernel: str, flavour: str | None) -> None:
-    assert drv.kernel_flavour(kernel) == flavour
+def test_auto_flavour_says_which_and_why(drv: ModuleType, devices: tuple[str, ...], branch: str, machine: str,
+                                         chosen: str, why: str) -> None:
+    result, reason, error = flavour(drv, "auto", *devices, branch=branch, machine=machine)
+    assert (result, error) == (chosen, "") and why in reason
 
 
-def test_flavour_metapackage_prefers_hwe(drv: ModuleType) -> None:
-    both = {"linux-image-generic-hwe-22.04", "linux-image-generic"}
-    assert drv.flavour_metapackage("generic", "22.04", both) == "generic-hwe-22.04"
-    assert drv.flavour_metapackage("generic", "22.04", {"linux-image-generic"}) == "generic"
-    assert drv.flavour_metapackage("generic", "22.04", set()) is None  # custom kernel: no metapackage
-    assert drv.flavour_metapackage(None, "22.04", both) is None
+def test_compute_capability_decides_over_the_device_id(drv: ModuleType) -> None:
+    assert flavour(drv, "auto", "0xffff", capability="6.1")[0] == "proprietary"
+    assert flavour(drv, "auto", "0x0001", capability="10.0")[0] == "open"
+
+
+@pytest.mark.parametrize(("requested", "devices", "machine", "text"), [
+    ("open", (V100,), "x86_64", "do not support GPUs older than Turing (0x1db5)"),
+    ("proprietary", (B200,), "x86_64", "do not drive 0x2901"),
+    ("proprietary", (GH200,), "aarch64", "do not drive Grace Hopper"),
+    ("auto", (V100, B200), "x86_64", "mixes GPUs older than Turing (0x1db5)"),
+    ("signed", (), "x86_64", "must be one of auto, open, proprietary"),
+])
+def test_flavour_refuses_what_the_gpus_cannot_run(drv: ModuleType, requested: str, devices: tuple[str, ...],
+                                                   machine: str, text: str) -> None:
+    result, _, error = flavour(drv, requested, *devices, machine=machine)
+    assert result == "" and text in error and ("Fix:" in error or "must be one of" in error)
+
+
+def test_open_needs_r515(drv: ModuleType) -> None:
+    assert "start with R515" in flavour(drv, "open", T4, branch="470")[2]
+
+
+@pytest.mark.parametrize(("setting", "switches", "wanted", "why"), [
+    ("auto", [], False, "no NVSwitch"),
+    ("auto", [{"device": "0x22a3"}] * 4, True, "4 NVSwitch(es)"),
+    ("always", [], True, "requested"),
+    ("never", [{"device": "0x22a3"}], False, "not wanted"),
+])
+def test_fabricmanager_follows_the_nvswitches(drv: ModuleType, setting: str, switches: list[dict[str, str]],
+                                              wanted: bool, why: str) -> None:
+    result, reason = drv.fabricmanager_wanted(setting, switches)
+    assert result is wanted and why in reason
 
 
 # --- kernel module method and Secure Boot -----------------------------------------------------
@@ -137,32 +192,32 @@ def test_flavour_metapackage_prefers_hwe(drv: ModuleType) -> None:
     ("none", "ubuntu", True, False, "none"),
     ("auto", "cuda", False, False, "dkms"),
 ])
-def test_resolve_kernel_modules(drv: ModuleType, requested: str, source: str, container: bool, prebuilt: bool,
+def test_resolve_module_install(drv: ModuleType, requested: str, source: str, container: bool, prebuilt: bool,
                                 method: str) -> None:
-    assert drv.resolve_kernel_modules(requested, source, container, prebuilt, KERNEL) == (method, "")
+    assert drv.resolve_module_install(requested, source, container, prebuilt, KERNEL) == (method, "")
 
 
 @pytest.mark.parametrize(("requested", "source", "container", "prebuilt", "text"), [
-    ("auto", "ubuntu", True, True, "nvidia_driver_kernel_modules: none"),
-    ("prebuilt", "ubuntu", False, False, f"no prebuilt signed NVIDIA modules for the running kernel {KERNEL}"),
+    ("auto", "ubuntu", True, True, "nvidia_driver_module_install: none"),
+    ("prebuilt", "ubuntu", False, False, f"no prebuilt signed NVIDIA modules for the kernel {KERNEL}"),
     ("prebuilt", "cuda", False, False, "no Ubuntu-signed prebuilt modules"),
     ("signed", "ubuntu", False, True, "must be one of"),
 ])
-def test_resolve_kernel_modules_refuses(drv: ModuleType, requested: str, source: str, container: bool,
-                                        prebuilt: bool, text: str) -> None:
-    method, error = drv.resolve_kernel_modules(requested, source, container, prebuilt, KERNEL)
+def test_resolve_module_install_refuses(drv: ModuleType, requested: str, source: str, container: bool,
+                                       prebuilt: bool, text: str) -> None:
+    method, error = drv.resolve_module_install(requested, source, container, prebuilt, KERNEL)
     assert method == "" and text in error
 
 
 def test_secure_boot_stops_unsigned_dkms_with_both_fixes(drv: ModuleType) -> None:
     text = drv.secure_boot_blocker("enabled", "dkms", True, KERNEL)
     assert "Secure Boot is enabled" in text and "unsigned DKMS modules" in text
-    assert "nvidia_driver_kernel_modules: prebuilt" in text
+    assert "nvidia_driver_module_install: prebuilt" in text
     assert "mokutil --import" in text and "MOK manager" in text
 
 
 def test_secure_boot_without_prebuilt_says_so(drv: ModuleType) -> None:
-    assert f"no prebuilt signed modules for the running kernel {KERNEL}" in drv.secure_boot_blocker(
+    assert f"no prebuilt signed modules for the kernel {KERNEL}" in drv.secure_boot_blocker(
         "enabled", "dkms", False, KERNEL)
 
 
@@ -172,7 +227,7 @@ def test_secure_boot_allows_signed_or_no_modules(drv: ModuleType, state: str, me
     assert drv.secure_boot_blocker(state, method, False, KERNEL) == ""
 
 
-# --- holds and the packages state absent purges ------------------------------------------------
+# --- holds ------------------------------------------------------------------------------------------
 
 INSTALLED = {
     "nvidia-utils-580-server": "580.178.04-0ubuntu0.24.04.1",
@@ -181,8 +236,11 @@ INSTALLED = {
     "nvidia-headless-no-dkms-580-server": "580.178.04-0ubuntu0.24.04.1",
     f"linux-modules-nvidia-580-server-{KERNEL}": "6.8.0-45.45",
     "linux-modules-nvidia-580-server-generic": "6.8.0-45.45",
+    "linux-modules-nvidia-580-server-open-generic-hwe-24.04": "6.8.0-45.45",
     "cuda-drivers-580": "580.95.05-1",
     "nvidia-dkms-580-open": "580.95.05-1",
+    "nvidia-open-580": "580.95.05-1",
+    "nvidia-fabricmanager-580": "580.178.04-0ubuntu0.24.04.1",
     # Not the driver: the container toolkit, other roles' packages, and unrelated names.
     "nvidia-container-toolkit": "1.17.8-1",
     "libnvidia-container1": "1.17.8-1",
@@ -191,20 +249,31 @@ INSTALLED = {
     "nvidia-prime": "0.8.17",
     "linux-image-generic": "6.8.0-45.45",
 }
+KERNEL_METAS = ["linux-generic", "linux-headers-generic", "linux-image-generic"]
 
 
 def test_driver_packages_match_every_branch_package_and_nothing_else(drv: ModuleType) -> None:
     assert drv.driver_packages(INSTALLED) == sorted([
         "cuda-drivers-580", "libnvidia-compute-580-server", f"linux-modules-nvidia-580-server-{KERNEL}",
-        "linux-modules-nvidia-580-server-generic", "nvidia-dkms-580-open", "nvidia-firmware-580-server-580.178.04",
-        "nvidia-headless-no-dkms-580-server", "nvidia-utils-580-server"])
+        "linux-modules-nvidia-580-server-generic", "linux-modules-nvidia-580-server-open-generic-hwe-24.04",
+        "nvidia-dkms-580-open", "nvidia-fabricmanager-580", "nvidia-firmware-580-server-580.178.04",
+        "nvidia-headless-no-dkms-580-server", "nvidia-open-580", "nvidia-utils-580-server"])
 
 
-def test_flavour_metapackage_is_not_held(drv: ModuleType) -> None:
-    held = drv.hold_packages(INSTALLED)
-    assert f"linux-modules-nvidia-580-server-{KERNEL}" in held
-    assert "linux-modules-nvidia-580-server-generic" not in held
-    assert "nvidia-utils-580-server" in held and "nvidia-container-toolkit" not in held
+def test_the_kernel_is_held_with_the_driver(drv: ModuleType) -> None:
+    held = drv.hold_packages(INSTALLED, KERNEL_METAS, True)
+    assert set(KERNEL_METAS) <= set(held)
+    assert {"linux-modules-nvidia-580-server-generic", f"linux-modules-nvidia-580-server-{KERNEL}",
+            "nvidia-utils-580-server", "nvidia-fabricmanager-580"} <= set(held)
+    assert "nvidia-container-toolkit" not in held and "python3-pynvml" not in held
+
+
+def test_without_hold_kernel_the_modules_metapackages_follow_the_kernel(drv: ModuleType) -> None:
+    """The role's old behaviour, which strands a host once a new kernel needs a newer driver."""
+    held = drv.hold_packages(INSTALLED, KERNEL_METAS, False)
+    assert f"linux-modules-nvidia-580-server-{KERNEL}" in held and "nvidia-utils-580-server" in held
+    assert not {"linux-modules-nvidia-580-server-generic", "linux-modules-nvidia-580-server-open-generic-hwe-24.04",
+                *KERNEL_METAS} & set(held)
 
 
 def test_plain_run_may_install_when_nothing_is_held(drv: ModuleType) -> None:
@@ -212,7 +281,7 @@ def test_plain_run_may_install_when_nothing_is_held(drv: ModuleType) -> None:
 
 
 def test_plain_run_must_not_change_held_packages(drv: ModuleType) -> None:
-    held = drv.hold_packages(INSTALLED)
+    held = drv.hold_packages(INSTALLED, KERNEL_METAS, True)
     assert drv.needs_upgrade_flag(["nvidia-utils-580-server", f"linux-modules-nvidia-580-server-{KERNEL}"],
                                   INSTALLED, held, "") == []
     assert drv.needs_upgrade_flag(["nvidia-utils-570-server"], INSTALLED, held, "") == [
@@ -222,35 +291,35 @@ def test_plain_run_must_not_change_held_packages(drv: ModuleType) -> None:
     assert drv.needs_upgrade_flag(["nvidia-utils-580-server=580.178.04-*"], INSTALLED, held, "580.178.04") == []
 
 
-# --- apt components ----------------------------------------------------------------------------
+# --- pins -----------------------------------------------------------------------------------------------
 
-OWN = "/etc/apt/sources.list.d/nvidia-driver-ubuntu.sources"
-INDEXTARGETS = "\n".join([
-    "http://archive.ubuntu.com/ubuntu\tnoble\tmain\t/etc/apt/sources.list:1",
-    "http://archive.ubuntu.com/ubuntu\tnoble\tmain\t/etc/apt/sources.list:1",
-    "http://archive.ubuntu.com/ubuntu\tnoble\tuniverse\t/etc/apt/sources.list:1",
-    "http://archive.ubuntu.com/ubuntu\tnoble-updates\tmultiverse\t/etc/apt/sources.list:2",
-    f"http://archive.ubuntu.com/ubuntu\tnoble\trestricted\t{OWN}:1",
-    f"http://archive.ubuntu.com/ubuntu\tnoble\tmultiverse\t{OWN}:1",
-    "https://download.docker.com/linux/ubuntu\tnoble\tstable\t/etc/apt/sources.list.d/docker.sources:1",
-    "garbage line",
-])
+OFFERED = [("580.178.04", ["noble-updates/restricted", "noble-security/restricted"])]
 
 
-def test_missing_components_ignore_the_roles_own_file(drv: ModuleType) -> None:
-    rows = drv.parse_indextargets(INDEXTARGETS)
-    assert len(rows) == 7
-    missing, mirror = drv.missing_components(rows, "noble", ["restricted", "multiverse"], OWN)
-    assert missing == ["restricted", "multiverse"]  # the same answer before and after the role wrote its file
-    assert mirror == "http://archive.ubuntu.com/ubuntu"
+def test_a_pin_the_sources_do_not_offer_lists_what_they_do(drv: ModuleType) -> None:
+    text = drv.pin_problem("580.126.09", "nvidia-utils-580-server", OFFERED)
+    assert "580.126.09 is not offered by this host's apt sources for nvidia-utils-580-server" in text
+    assert "580.178.04 (noble-updates/restricted, noble-security/restricted)" in text
+    assert "keeps only the newest version per pocket" in text and "Fix:" in text
 
 
-def test_no_missing_components_on_a_stock_cloud_image(drv: ModuleType) -> None:
-    rows = [{"site": "http://azure.archive.ubuntu.com/ubuntu", "release": "noble", "component": c,
-             "sourcesentry": "/etc/apt/sources.list.d/ubuntu.sources:1"}
-            for c in ("main", "restricted", "universe", "multiverse")]
-    assert drv.missing_components(rows, "noble", ["restricted", "multiverse"], OWN) == (
-        [], "http://azure.archive.ubuntu.com/ubuntu")
+def test_a_pin_older_than_the_prebuilt_modules_need(drv: ModuleType) -> None:
+    offered = [("580.178.04", ["jammy-updates/restricted"]), ("580.95.05", ["jammy-security/restricted"])]
+    depends = "linux-image-6.8.0-149-generic, nvidia-kernel-common-580-server (>= 580.178.04)"
+    text = drv.pin_problem("580.95.05", "nvidia-utils-580-server", offered,
+                           "linux-modules-nvidia-580-server-6.8.0-149-generic", depends,
+                           "nvidia-kernel-common-580-server")
+    assert "built against driver 580.178.04 and need it or newer, but nvidia_driver_version is 580.95.05" in text
+    assert drv.pin_problem("580.178.04", "nvidia-utils-580-server", offered, "x", depends,
+                           "nvidia-kernel-common-580-server") == ""
+    assert drv.pin_problem("", "nvidia-utils-580-server", []) == ""
+
+
+def test_offered_versions_ignore_the_installed_only_entry(drv: ModuleType) -> None:
+    entry = {"versions": [{"version": "580.178.04-0ubuntu0.24.04.1", "suites": ["noble-updates/restricted"]},
+                          {"version": "580.95.05-0ubuntu0.24.04.3", "suites": []}]}
+    assert drv.offered_versions(entry) == [("580.178.04", ["noble-updates/restricted"])]
+    assert drv.offered_versions(None) == []
 
 
 # --- reboot decision ----------------------------------------------------------------------------
@@ -303,6 +372,14 @@ def test_connection_local_refuses_to_reboot(drv: ModuleType) -> None:
     assert decide(drv, gpu(None), connection_local=True)["action"] == "refuse_local"
 
 
+def test_reboot_into_the_kernel_installed_with_the_driver(drv: ModuleType) -> None:
+    result = decide(drv, gpu("580.178.04"), running_kernel=KERNEL, boot_kernel="6.8.0-50-generic")
+    assert result["action"] == "reboot"
+    assert result["reasons"] == [
+        f"the next boot starts kernel 6.8.0-50-generic, installed with the driver (running: {KERNEL})"]
+    assert decide(drv, gpu("580.178.04"), running_kernel=KERNEL, boot_kernel=KERNEL)["action"] == "none"
+
+
 # --- verification ---------------------------------------------------------------------------------
 
 def test_verify_without_a_gpu_says_so_plainly(drv: ModuleType) -> None:
@@ -316,6 +393,14 @@ def test_verify_ok(drv: ModuleType) -> None:
     nvml = {"available": True, "driver_version": "580.178.04", "devices": [{"name": "Tesla T4"}]}
     result = drv.verify(gpu("580.178.04", nvml), "580.178.04", False)
     assert result == {"status": "ok", "ok": True, "message": "NVML reports driver 580.178.04 on 1 GPU(s), as installed"}
+
+
+def test_verify_carries_what_nvml_could_not_read(drv: ModuleType) -> None:
+    nvml = {"available": True, "driver_version": "580.178.04", "devices": [{}],
+            "notes": ["GPU 0 compute capability unknown: this NVML has no nvmlDeviceGetCudaComputeCapability"]}
+    result = drv.verify(gpu("580.178.04", nvml), "580.178.04", False)
+    assert result["ok"] and result["message"].endswith("(GPU 0 compute capability unknown: this NVML has no "
+                                                       "nvmlDeviceGetCudaComputeCapability)")
 
 
 def test_verify_wrong_running_version_fails(drv: ModuleType) -> None:

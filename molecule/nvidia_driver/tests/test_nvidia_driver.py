@@ -1,5 +1,5 @@
 """Verify the converged host: Ubuntu's real driver packages installed and held, nouveau blacklisted,
-the restricted/multiverse source, and the NVML check reporting the missing GPU plainly."""
+only the missing components added to apt, and the NVML check reporting the missing GPU plainly."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import json
 import re
 
 BRANCH = "580-server"
-PACKAGES = (f"nvidia-headless-no-dkms-{BRANCH}", f"nvidia-utils-{BRANCH}", f"libnvidia-compute-{BRANCH}")
+# auto picked the open modules (no GPU: NVIDIA's default since R560); userspace only in a container.
+PACKAGES = (f"nvidia-headless-no-dkms-{BRANCH}-open", f"nvidia-utils-{BRANCH}", f"libnvidia-compute-{BRANCH}")
 DRIVER_RE = re.compile(r"^(lib)?nvidia-.*-\d{3}")
 SOURCES = "/etc/apt/sources.list.d/nvidia-driver-ubuntu.sources"
 BLACKLIST = "/etc/modprobe.d/nvidia-driver-blacklist-nouveau.conf"
 FACTS = "/etc/ansible/facts.d/nvidia_driver.fact"
+RECORD = "/var/lib/appliance-host/nvidia_driver.json"
 
 
 def test_driver_packages_installed(host) -> None:  # type: ignore[no-untyped-def]
@@ -35,13 +37,19 @@ def test_every_driver_package_is_held(host) -> None:  # type: ignore[no-untyped-
     assert {name for name, state in driver.items() if state != "hold"} == set()
 
 
-def test_restricted_and_multiverse_source(host) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_missing_pockets_and_components_are_added(host) -> None:  # type: ignore[no-untyped-def]
+    """prepare gave the host restricted for the release and -updates pockets: the role adds multiverse
+    there and both components for -security, and nothing the host has (apt warns about duplicates)."""
     text = host.file(SOURCES).content_string
     codename = host.check_output(". /etc/os-release && echo $VERSION_CODENAME")
-    assert "Components: restricted multiverse" in text
-    assert f"Suites: {codename} {codename}-updates {codename}-security" in text
-    assert "Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg" in text
-    # apt really takes the driver from the restricted component through it.
+    stanzas = [dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith("#"))
+               for block in text.split("\n\n")]
+    assert [(s["Suites"], s["Components"]) for s in stanzas] == [
+        (f"{codename} {codename}-updates", "multiverse"), (f"{codename}-security", "restricted multiverse")]
+    assert all(s["Signed-By"] == "/usr/share/keyrings/ubuntu-archive-keyring.gpg" for s in stanzas)
+    update = host.run("apt-get update")
+    assert update.rc == 0 and "configured multiple times" not in update.stderr
+    # apt really takes the driver from the restricted component.
     assert "restricted" in host.check_output(f"apt-cache policy nvidia-utils-{BRANCH}")
 
 
@@ -62,9 +70,24 @@ def test_nvml_check_reports_no_gpu(host) -> None:  # type: ignore[no-untyped-def
     facts = json.loads(host.file(FACTS).content_string)
     assert facts["verify"] == "no_gpu"
     assert facts["verify_message"].startswith("no NVIDIA GPU on this host (no NVIDIA GPU on the PCI bus)")
-    assert facts["kernel_modules"] == "none"
+    assert (facts["kernel_modules"], facts["module_install"], facts["fabricmanager"]) == ("open", "none", True)
     assert facts["version"].startswith("580.")
     assert set(PACKAGES) <= set(facts["held"])
     # nvidia-smi from the real package runs and fails plainly: no driver is loaded here.
     result = host.run("nvidia-smi")
     assert result.rc != 0 and "driver" in (result.stdout + result.stderr).lower()
+
+
+def test_fabric_manager_matches_the_driver_and_is_enabled(host) -> None:  # type: ignore[no-untyped-def]
+    fabric = host.package("nvidia-fabricmanager-580")
+    assert fabric.is_installed and host.package("libnvidia-nscq-580").is_installed
+    assert fabric.version == host.package(f"nvidia-utils-{BRANCH}").version
+    assert host.service("nvidia-fabricmanager").is_enabled  # it starts once the nvidia module is loaded
+
+
+def test_record_claims_what_the_role_added(host) -> None:  # type: ignore[no-untyped-def]
+    record = json.loads(host.file(RECORD).content_string)
+    assert f"nvidia-headless-no-dkms-{BRANCH}-open" in record["packages"]
+    # prepare installed these by hand: the host's own, not the role's (the role holds them, and says so).
+    assert f"nvidia-utils-{BRANCH}" not in record["packages"] and "bc" not in record["packages"]
+    assert f"nvidia-utils-{BRANCH}" in record["holds"]
