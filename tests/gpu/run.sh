@@ -11,8 +11,13 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 wheels=.cache/gpu-wheels
 if [ "${1:-}" = --fetch-wheels ]; then
-  python3 -m pip download --dest "$wheels" "ansible-core>=2.19,<2.20" && exit 0
-  exit 1
+  # For whichever Python 3.11-3.14 the GPU machine has (ansible-core 2.19 needs 3.11 or later).
+  for version in 3.11 3.12 3.13 3.14; do
+    python3 -m pip download -q --dest "$wheels" --only-binary=:all: --python-version "$version" \
+      --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
+      "ansible-core>=2.19,<2.20" || exit 1
+  done
+  exit 0
 fi
 
 echo "== check_gpu.py"
