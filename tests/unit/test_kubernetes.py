@@ -4,6 +4,7 @@ reads, a complete evictionHard map, pod CIDRs that agree, and containerd's CRI d
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +124,9 @@ def test_single_node_has_no_control_plane_taint() -> None:
 
 
 def test_kubernetes_version_follows_installed_kubeadm() -> None:
-    assert kubeadm_docs()["ClusterConfiguration"]["kubernetesVersion"] == "stable-1.34"
-    installed = {"kubernetes_kubeadm_version": {"rc": 0, "stdout": "v1.34.2\n"}}
-    assert kubeadm_docs(installed)["ClusterConfiguration"]["kubernetesVersion"] == "v1.34.2"
+    assert kubeadm_docs()["ClusterConfiguration"]["kubernetesVersion"] == "stable-1.36"
+    installed = {"kubernetes_kubeadm_version": {"rc": 0, "stdout": "v1.36.4\n"}}
+    assert kubeadm_docs(installed)["ClusterConfiguration"]["kubernetesVersion"] == "v1.36.4"
 
 
 # --- pod CIDR: kubeadm and flannel agree ------------------------------------------------------
@@ -155,15 +156,15 @@ def _images(docs: list[dict[str, Any]]) -> list[str]:
 
 def test_flannel_images_pinned() -> None:
     assert _images(manifest("kube-flannel.yml.j2")) == [
-        "ghcr.io/flannel-io/flannel-cni-plugin:v1.8.0-flannel1",
-        "ghcr.io/flannel-io/flannel:v0.27.4",
-        "ghcr.io/flannel-io/flannel:v0.27.4",
+        "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3",
+        "ghcr.io/flannel-io/flannel:v0.28.9",
+        "ghcr.io/flannel-io/flannel:v0.28.9",
     ]
 
 
 def test_device_plugin_pinned_and_runs_under_the_nvidia_runtime() -> None:
     docs = manifest("nvidia-device-plugin.yml.j2")
-    assert _images(docs) == ["nvcr.io/nvidia/k8s-device-plugin:v0.17.1"]
+    assert _images(docs) == ["nvcr.io/nvidia/k8s-device-plugin:v0.20.0"]
     runtime_class = next(doc for doc in docs if doc["kind"] == "RuntimeClass")
     assert runtime_class["handler"] == "nvidia"  # the runtime nvidia_container_runtime registers
     daemonset = next(doc for doc in docs if doc["kind"] == "DaemonSet")
@@ -191,4 +192,31 @@ def test_containerd_dropin_systemd_cgroup(config_version: int, cri: str, runtime
     assert "nvidia" not in doc["plugins"][runtime]["containerd"]["runtimes"]
     pause = doc["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] if config_version == 3 \
         else doc["plugins"][cri]["sandbox_image"]
-    assert pause == "registry.k8s.io/pause:3.10.1"
+    assert pause == "registry.k8s.io/pause:3.10.2"
+
+
+# --- the pinned minor: supported, and its pause image ------------------------------------------
+
+def test_pinned_kubernetes_minor_is_not_past_its_end_of_life() -> None:
+    """Fails once the pinned minor is past the end of life kubernetes.io publishes: move the pin then."""
+    minor = value("kubernetes", "kubernetes_version")
+    end_of_life = value("kubernetes", "kubernetes_end_of_life")
+    assert minor in end_of_life, f"no published end of life recorded for Kubernetes {minor} (vars/main.yml)"
+    assert date.today() < date.fromisoformat(end_of_life[minor]), (
+        f"Kubernetes {minor} reached its end of life on {end_of_life[minor]}: pin a supported minor")
+
+
+@pytest.mark.parametrize(("minor", "pause"), [("1.34", "3.10.1"), ("1.35", "3.10.1"), ("1.36", "3.10.2")])
+def test_pause_image_follows_the_minor(minor: str, pause: str) -> None:
+    assert value("kubernetes", "kubernetes_pause_image", {"kubernetes_version": minor}) == (
+        f"registry.k8s.io/pause:{pause}")
+    # An unknown minor leaves the tag empty, which the role's preflight refuses with the fix.
+    assert value("kubernetes", "kubernetes_pause_image", {"kubernetes_version": "1.99"}).endswith(":")
+
+
+def test_manifest_headers_name_the_pinned_releases() -> None:
+    """The shipped manifests are the pinned releases' (the image tags alone could drift from them)."""
+    flannel = (ROLE / "templates/kube-flannel.yml.j2").read_text()
+    plugin = (ROLE / "templates/nvidia-device-plugin.yml.j2").read_text()
+    assert f"(release {value('kubernetes', 'kubernetes_flannel_version')}," in flannel
+    assert f"({value('kubernetes', 'kubernetes_nvidia_device_plugin_version')})" in plugin

@@ -11,7 +11,7 @@ import yaml
 
 from harness.hostchecks import containerd_root
 
-REPO = "https://pkgs.k8s.io/core:/stable:/v1.34/deb/Release"
+REPO = "https://pkgs.k8s.io/core:/stable:/v1.36/deb/Release"
 TARGET = "/mnt/k8sdisk/container-data"
 ADMIN = "KUBECONFIG=/etc/kubernetes/admin.conf"
 
@@ -62,7 +62,7 @@ def test_cri_enabled_with_systemd_cgroups(host) -> None:  # type: ignore[no-unty
     dump = host.check_output("containerd config dump")
     assert not re.search(r"(?m)^disabled_plugins\s*=\s*\[[^\]]*cri", dump)
     assert re.search(r"runtimes\.runc\.options\][^\[]*SystemdCgroup = true", dump)
-    assert "registry.k8s.io/pause:3.10.1" in dump
+    assert "registry.k8s.io/pause:3.10.2" in dump
 
 
 def test_nvidia_runtime_registered_once(host) -> None:  # type: ignore[no-untyped-def]
@@ -115,7 +115,7 @@ def test_packages_pinned_and_held(host) -> None:  # type: ignore[no-untyped-def]
     _cluster_or_skip(host)
     holds = host.check_output("dpkg --get-selections kubelet kubeadm kubectl")
     assert holds.count("hold") == 3
-    assert host.check_output("kubeadm version -o short").startswith("v1.34.")
+    assert host.check_output("kubeadm version -o short").startswith("v1.36.")
 
 
 def test_node_ready_and_core_pods_running(host) -> None:  # type: ignore[no-untyped-def]
