@@ -82,9 +82,8 @@ def main() -> int:
     verdict = driver.verify(gpu, installed, False)
     reboot = driver.reboot_decision(gpu, installed, "prebuilt", os.path.isdir("/sys/module/nouveau"), False, False,
                                     False)
-    flavour = driver.module_flavour("auto", (facts.get("driver_version") or "580")[:3], [
-        {"device": g["device"], "compute_capability": d.get("compute_capability")}
-        for g, d in zip(gpus, facts["devices"] + [{}] * len(gpus))], os.uname().machine)
+    # As the role decides it: from the PCI devices preflight saved.
+    flavour = driver.module_flavour("auto", (facts.get("driver_version") or "580")[:3], gpus, os.uname().machine)
     fabric = driver.fabricmanager_wanted("auto", switches)
     print(json.dumps({"pci_gpus": gpus, "nvswitches": switches, "kernel_module": module_version,
                       "library": installed, "nvml": facts, "verify": verdict, "reboot": reboot,
