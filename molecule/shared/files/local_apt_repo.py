@@ -67,11 +67,10 @@ def index(repo: Path) -> str:
 
 
 def release(repo: Path) -> str:
-    lines = ["Origin: molecule", "Label: molecule", "Suite: stable", "Codename: stable", "Architectures: all amd64 arm64",
-             f"Date: {formatdate(usegmt=True)}", "SHA256:"]
-    for name in ("Packages",):
-        data = (repo / name).read_bytes()
-        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {name}")
+    data = (repo / "Packages").read_bytes()
+    lines = ["Origin: molecule", "Label: molecule", "Suite: stable", "Codename: stable",
+             "Architectures: all amd64 arm64", f"Date: {formatdate(usegmt=True)}", "SHA256:",
+             f" {hashlib.sha256(data).hexdigest()} {len(data)} Packages"]
     return "\n".join(lines) + "\n"
 
 
