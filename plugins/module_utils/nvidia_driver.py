@@ -188,6 +188,26 @@ def select_packages(source: str, branch: str, server: bool, flavour: str, method
     return driver + kernel_packages
 
 
+def other_flavour_packages(installed: dict[str, str] | set[str], source: str, branch: str, server: bool,
+                           flavour: str) -> list[str]:
+    """Installed packages of this branch's other module flavour, which the chosen one replaces.
+
+    The userspace libraries, nvidia-utils and nvidia-kernel-common serve both flavours; the headless,
+    DKMS and kernel-source packages and the prebuilt modules exist once per flavour and conflict. apt 3's
+    solver (Ubuntu 26.04) does not remove a conflicting installed package by itself: it is named.
+    """
+    suffix = branch_suffix(source, branch, server)
+    flavoured = re.compile(rf"^(?:nvidia-(?:headless-no-dkms|headless|dkms|kernel-source|driver)-{suffix}(-open)?"
+                           rf"|linux-modules-nvidia-{suffix}(-open)?-.+)$")
+    other = []
+    for name in installed:
+        match = flavoured.match(name)
+        is_open = bool(match and (match.group(1) or match.group(2)))
+        if match and is_open != (flavour == "open"):
+            other.append(name)
+    return sorted(other)
+
+
 def package_name(spec: str) -> str:
     """Name of an apt spec (``nvidia-utils-580-server=580.1-*`` -> ``nvidia-utils-580-server``)."""
     return spec.split("=", 1)[0]

@@ -148,7 +148,8 @@ plan:
   description: >-
     flavour, flavour_reason, kernel_modules (prebuilt, dkms, none), packages, install (what apt is asked
     for), prebuilt_available, modules_meta, fabricmanager, fabricmanager_reason, changes_needing_upgrade,
-    simulated (what apt would install or upgrade), error.
+    remove (the other module flavour's installed packages, which the chosen one replaces), simulated (what
+    apt would install, upgrade or remove), error.
   type: dict
   returned: always
 """
@@ -181,6 +182,7 @@ from ansible.module_utils.nvidia_driver import (
     module_flavour,
     needs_upgrade_flag,
     offered_versions,
+    other_flavour_packages,
     package_name,
     pin_problem,
     prebuilt_modules_package,
@@ -234,7 +236,7 @@ def simulate(module, specs, ignore_holds):
 
 
 def plan_install(module, p, packages, installed, held, kernel, in_container, image_metas, kernel_metas):
-    plan = {"flavour": "", "flavour_reason": "", "kernel_modules": "", "packages": [], "install": [],
+    plan = {"flavour": "", "flavour_reason": "", "kernel_modules": "", "packages": [], "install": [], "remove": [],
             "prebuilt_available": False, "modules_meta": None, "fabricmanager": False, "fabricmanager_reason": "",
             "changes_needing_upgrade": [], "simulated": [], "error": ""}
     try:
@@ -281,10 +283,14 @@ def plan_install(module, p, packages, installed, held, kernel, in_container, ima
         return plan  # the role stops at the held packages, with that fix
     moves_kernel = p["upgrade"] and p["hold_kernel"] and method != "none"
     plan["install"] = plan["packages"] + (kernel_metas if moves_kernel else [])
-    # As the install will ask apt: a plain run only adds what is missing (or pinned), an upgrade run moves all.
+    if p["source"] == "ubuntu":
+        plan["remove"] = other_flavour_packages(installed, p["source"], p["branch"], p["server"], flavour)
+    # As the install will ask apt: a plain run only adds what is missing (or pinned), an upgrade run moves all;
+    # a trailing "-" asks apt to remove the other flavour's packages in the same transaction.
     wanted = [spec for spec in plan["install"]
               if p["upgrade"] or "=" in spec or not packages.get(spec, {}).get("installed")]
-    if wanted:
+    if wanted or plan["remove"]:
+        wanted += [f"{name}-" for name in plan["remove"]]
         plan["simulated"], plan["error"] = simulate(module, wanted, p["upgrade"])
     return plan
 

@@ -428,3 +428,19 @@ def test_verify_pending_reboot_is_not_a_failure(drv: ModuleType) -> None:
 def test_modules_import(facts_module: ModuleType, status_module: ModuleType) -> None:
     assert callable(facts_module.main) and callable(status_module.main)
     assert facts_module.os_release("/nonexistent") == {}
+
+
+def test_switching_flavour_names_the_packages_it_replaces(drv: ModuleType) -> None:
+    installed = {"nvidia-headless-no-dkms-580-server-open": "1", "nvidia-kernel-source-580-server-open": "1",
+                 f"linux-modules-nvidia-580-server-open-{KERNEL}": "1",
+                 "linux-modules-nvidia-580-server-open-generic": "1",
+                 "nvidia-utils-580-server": "1", "libnvidia-compute-580-server": "1",
+                 "nvidia-kernel-common-580-server": "1", "nvidia-headless-no-dkms-570-server-open": "1"}
+    assert drv.other_flavour_packages(installed, "ubuntu", "580", True, "proprietary") == [
+        f"linux-modules-nvidia-580-server-open-{KERNEL}", "linux-modules-nvidia-580-server-open-generic",
+        "nvidia-headless-no-dkms-580-server-open", "nvidia-kernel-source-580-server-open"]
+    assert drv.other_flavour_packages(installed, "ubuntu", "580", True, "open") == []
+    proprietary = {"nvidia-headless-580-server": "1", "nvidia-dkms-580-server": "1",
+                   f"linux-modules-nvidia-580-server-{KERNEL}": "1", "nvidia-utils-580-server": "1"}
+    assert drv.other_flavour_packages(proprietary, "ubuntu", "580", True, "open") == [
+        f"linux-modules-nvidia-580-server-{KERNEL}", "nvidia-dkms-580-server", "nvidia-headless-580-server"]
