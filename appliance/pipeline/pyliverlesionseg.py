@@ -109,13 +109,18 @@ def zoom3d(volume: npt.NDArray[np.floating[Any]], zoom: tuple[float, float, floa
 # crop_ct_image
 
 
+def _box(mask: npt.NDArray[np.bool_]) -> Box:
+    """Bounding box of a non-empty mask (find_objects wants integer labels)."""
+    found = ndimage.find_objects(mask.astype(np.int32))[0]
+    return (found[0], found[1], found[2])
+
+
 def _largest_component_box(mask: npt.NDArray[np.bool_]) -> Box:
     labels, count = ndimage.label(mask)
     if count == 0:
         raise CropError("no soft tissue above -150 HU: is this a CT in HU?")
     sizes = np.bincount(labels.ravel())[1:]
-    box = ndimage.find_objects(labels == int(np.argmax(sizes)) + 1)[0]
-    return (box[0], box[1], box[2])
+    return _box(labels == int(np.argmax(sizes)) + 1)
 
 
 def _extrema(profile: FloatArray, compare: np.ufunc, order: int, step: int) -> npt.NDArray[np.intp]:
@@ -143,9 +148,9 @@ def _liver_dome(inner_air: npt.NDArray[np.bool_], air_labels: npt.NDArray[np.int
         if np.any(gap < bottom + 0.2 * (top - bottom)):
             dome_1 = lung_range[starts[1]]
     lung_candidates = (label_ids[volumes == ranked[-2]][0], label_ids[volumes == ranked[-3]][0])
-    lung_boxes = [ndimage.find_objects(air_labels == lab)[0] for lab in lung_candidates]
+    lung_boxes = [_box(air_labels == lab) for lab in lung_candidates]
     lung = lung_candidates[int(np.argmax([b[2].start for b in lung_boxes]))]
-    dome_2 = ndimage.find_objects(air_labels == lung)[0][2].start
+    dome_2 = _box(air_labels == lung)[2].start
     return max(int(dome_1), int(dome_2))
 
 
@@ -229,8 +234,7 @@ def crop_box(ct: FloatArray, voxel_mm: tuple[float, float, float]) -> Box:
              slice(box[1].start + box2[1].start, box[1].start + box2[1].stop), box[2]]
 
     # Cap the size in mm: x and y shrink around the centre of the inner air, z from the feet end.
-    found = ndimage.find_objects(inner_air.astype(np.int32))
-    air_box = found[0] if found else (final[0], final[1])
+    air_box = _box(inner_air) if inner_air.any() else (final[0], final[1], final[2])
     centre = ((air_box[0].start + air_box[0].stop + 1) // 2, (air_box[1].start + air_box[1].stop + 1) // 2)
     for axis in (0, 1):
         size = final[axis].stop - final[axis].start
