@@ -195,6 +195,8 @@ class LocalTriton:
             "--allow-gpu-metrics=false",
             "--exit-on-error=true",
             "--strict-readiness=true",
+            # Every model at start, and models added later (`appliance models add`) on request.
+            "--model-control-mode=explicit", "--load-model=*",
             # Volumes are tens to hundreds of MB: grow the stub's shared memory in big steps.
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=67108864",
