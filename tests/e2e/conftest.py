@@ -37,7 +37,8 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 def triton(tmp_path_factory: pytest.TempPathFactory, liver_wheel: Path) -> Iterator[LocalTriton]:
     """A tritonserver serving the appliance's models (OrganSeg and LiverSeg)."""
     _need_triton()
-    server = LocalTriton(workdir=tmp_path_factory.mktemp("triton"), intra_op_threads=1, liver_wheel=liver_wheel)
+    # Two threads: the trained liver CNN takes ~25 s on 2 cores, twice that on one.
+    server = LocalTriton(workdir=tmp_path_factory.mktemp("triton"), intra_op_threads=2, liver_wheel=liver_wheel)
     server.start()
     yield server
     server.stop()

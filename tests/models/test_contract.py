@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from appliance.pipeline import contract, pyliverlesionseg
-from appliance.workflows.model import InferenceSettings
+from appliance.settings.workflow import InferenceSettings
 from harness import testdata
 
 
