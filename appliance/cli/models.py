@@ -20,7 +20,13 @@ from appliance.model_repository import site_models
 
 def _manifest(args: argparse.Namespace) -> site_models.Manifest:
     if args.manifest:
-        return site_models.load_manifest(Path(args.manifest))
+        path = Path(args.manifest)
+        loaded = yaml.safe_load(path.read_text())
+        if not isinstance(loaded, dict):
+            raise site_models.SiteModelError([f"{path}: a mapping of keys expected"])
+        if args.onnx:  # the ONNX file is elsewhere than the manifest says (e.g. copied by Ansible)
+            loaded["onnx"] = str(Path(args.onnx).resolve())
+        return site_models.parse_manifest(loaded, path.parent)
     data: dict[str, Any] = {"name": args.name, "onnx": args.onnx, "labels": args.labels,
                             "spacing_mm": args.spacing, "clip_hu": args.window}
     for key in ("scale", "orientation", "block", "margin", "activation", "workflow"):
@@ -136,7 +142,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add = actions.add_parser("add", help="check an ONNX model against the contract and install it")
     add.add_argument("name", nargs="?", help="model (and workflow) name")
     add.add_argument("--manifest", help="a YAML manifest instead of the options below")
-    add.add_argument("--onnx", help="the ONNX file")
+    add.add_argument("--onnx", help="the ONNX file (with --manifest: instead of the manifest's)")
     add.add_argument("--labels", nargs="+", metavar="CLASS=NAME", help="output classes, e.g. 1=Spleen")
     add.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="model voxel size, mm")
     add.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"), default=[-1024, 3071],

@@ -85,3 +85,24 @@ def test_site_model_added_with_the_cli_makes_a_seg(triton: LocalTriton, phantom:
     assert not (workflows / "site_liver.yaml").exists()
     assert main(["models", "--repository", str(triton.repository), "remove", "organ_seg_ct",
                  "--triton", triton.http_url]) == 1
+
+
+def test_manifest_file_with_the_onnx_elsewhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As the appliance role installs a site model: manifest and ONNX copied apart, no Triton asked."""
+    onnx.save(_identity("m", ["z", "y", "x"], [2, "z", "y", "x"]), str(tmp_path / "model.onnx"))
+    (tmp_path / "spleen.yaml").write_text("name: spleen_site\nonnx: spleen.onnx\nlabels:\n"
+                                          "  - {class: 1, name: Spleen, code: '78961009', meaning: Spleen}\n"
+                                          "spacing_mm: [1.5, 1.5, 2]\norientation: RAS\nclip_hu: [-160, 240]\n"
+                                          "scale: [0, 1]\nactivation: softmax\n")
+    repository, workflows = tmp_path / "models", tmp_path / "workflows"
+    base = ["models", "--repository", str(repository), "--workflows-dir", str(workflows)]
+    assert main([*base, "add", "--manifest", str(tmp_path / "spleen.yaml"), "--onnx", str(tmp_path / "model.onnx"),
+                 "--no-ready-check"]) == 0, capsys.readouterr().err
+    config = (repository / "spleen_site" / "config.pbtxt").read_text()
+    assert 'dims: [ 2, -1, -1, -1 ]' in config
+    workflow = load_workflow(workflows / "spleen_site.yaml")
+    assert (workflow.inference.orientation, workflow.inference.scale, workflow.model.activation) == (
+        "RAS", (0.0, 1.0), "softmax")
+    assert workflow.labels[0].type.value == "78961009"
+    assert main([*base, "remove", "spleen_site", "--triton", "127.0.0.1:1"]) == 0
+    assert not (repository / "spleen_site").exists() and not (workflows / "spleen_site.yaml").exists()
