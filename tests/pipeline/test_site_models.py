@@ -74,7 +74,7 @@ def test_site_model_added_with_the_cli_makes_a_seg(triton: LocalTriton, phantom:
     reader = read_series(phantom.series_dir, workflow.reader, tmp_path / "reader")
     volume = next(iter(reader.volume_files.values()))
     labels = run_inference(volume, workflow.model, workflow.inference, tmp_path / "inference")
-    seg_path = write_outputs(reader.manifest, labels, workflow, tmp_path / "writer")["seg"]
+    seg_path = write_outputs(reader.manifest, labels, workflow, tmp_path / "writer")[0]["seg"]
     assert dciodvfy_errors(seg_path) == []
     assert pydicom.dcmread(seg_path).SegmentSequence[0].SegmentLabel == "Liver"
     result = sitk.GetArrayFromImage(sitk.ReadImage(str(labels)))
