@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from appliance.model_repository import build_repository
+from appliance.model_repository import Inputs, build_repository
 from appliance.systemd import on_stop_signals
 
 
@@ -117,11 +117,12 @@ class LocalTriton:
         ports: fixed ports; None picks free ones (so several servers can run side by side).
         startup_timeout_s: how long to wait for readiness (default 120 s).
         intra_op_threads: onnxruntime threads per model when the repository is built here.
+        liver_wheel: the pyliverlesionseg wheel for a repository built here (None: pip download it).
     """
 
     def __init__(self, repository: str | Path | None = None, workdir: str | Path | None = None,
                  ports: Ports | None = None, startup_timeout_s: float = 120.0,
-                 intra_op_threads: int = 0) -> None:
+                 intra_op_threads: int = 0, liver_wheel: str | Path | None = None) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="triton-local-")
@@ -132,6 +133,7 @@ class LocalTriton:
         self.ports: Ports | None = None
         self.startup_timeout_s = startup_timeout_s
         self.intra_op_threads = intra_op_threads
+        self.liver_wheel = Path(liver_wheel) if liver_wheel is not None else None
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "tritonserver.log"
 
@@ -161,7 +163,8 @@ class LocalTriton:
         """Start the server and wait until it and all its models are ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.repository is None:
-            self.repository = build_repository(self.workdir / "models", intra_op_threads=self.intra_op_threads)
+            self.repository = build_repository(self.workdir / "models", intra_op_threads=self.intra_op_threads,
+                                               inputs=Inputs(self.liver_wheel))
         backends = prepare_backends(self.workdir / "backends")
         attempts = 1 if self.fixed_ports else 3
         for attempt in range(attempts):
@@ -192,6 +195,8 @@ class LocalTriton:
             "--allow-gpu-metrics=false",
             "--exit-on-error=true",
             "--strict-readiness=true",
+            # Every model at start, and models added later (`appliance models add`) on request.
+            "--model-control-mode=explicit", "--load-model=*",
             # Volumes are tens to hundreds of MB: grow the stub's shared memory in big steps.
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=67108864",
@@ -257,8 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--liver-wheel", help="pyliverlesionseg 0.3 wheel for a repository built here "
+                                              "(default: pip download it)")
     args = parser.parse_args(argv)
-    server = LocalTriton(args.repository, args.workdir, Ports(args.http_port, args.grpc_port, args.metrics_port))
+    server = LocalTriton(args.repository, args.workdir, Ports(args.http_port, args.grpc_port, args.metrics_port),
+                         liver_wheel=args.liver_wheel)
     stop = threading.Event()
     # SIGTERM (systemd, kill) must stop the server too, not leave it running without its launcher.
     on_stop_signals(stop.set)

@@ -10,7 +10,10 @@ Nothing here is committed; each file comes from a package on PyPI, fetched with 
     Biograph40 mCT, 512 x 512 at 0.977 mm, 2 mm apart, JPEG 2000 lossless. Anonymised down to empty
     Study, Series and SOP Instance UIDs and SOP Class UID: :func:`dicom_series` fills them.
   - ``example_ct.nii.gz``: abdomen to pelvis, 122 x 101 x 112 voxels of 3 mm.
-  - ``example_ct_sm.nii.gz``: a 30-slice slab of it, the grid ``example_seg.nii.gz`` covers.
+  - ``example_ct_sm.nii.gz``: a 30-slice slab of it (slices 82-111, the upper abdomen), the grid
+    ``example_seg.nii.gz`` covers. **Both headers carry the full volume's origin**, not the slab's:
+    placed by their headers they sit 246 mm too low, over the pelvis. :func:`slab_labels`
+    returns the labels where they belong, found by matching the slab's pixels to the volume's.
   - ``example_seg.nii.gz`` / ``example_seg_dicom.nii.gz``: TotalSegmentator v2 labels for the slab
     and for the DICOM series. **They are another model's predictions, not expert ground truth.**
     Liver is label 5, spleen 1, right kidney 2, left kidney 3.
@@ -33,7 +36,6 @@ import datetime
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -45,12 +47,13 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from appliance.model_repository import sources
 from harness.paths import REPO_ROOT
 
 CACHE = Path(os.environ.get("TESTDATA_CACHE", REPO_ROOT / ".cache" / "testdata"))
 
 TOTALSEG = "totalsegmentator==2.18.0"
-LIVER_WHEEL = "pyliverlesionseg==0.3"
+LIVER_WHEEL = sources.LIVER_WHEEL
 
 #: TotalSegmentator v2 class indices of the organs the appliance's workflows segment.
 TOTALSEG_LABELS = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 5}
@@ -83,43 +86,20 @@ class ReferenceFiles:
     """TotalSegmentator's LICENSE (Apache-2.0)."""
 
 
-def pip_download(requirement: str, dest: Path, *options: str) -> Path:
-    """The file ``pip download --no-deps`` fetches for ``requirement`` into ``dest``; cached.
-
-    A file for the requirement already in ``dest`` is returned without asking the index.
-    pip keeps its HTTP cache as well, so a second folder on the same machine reads it from there.
-    """
-    name, _, version = requirement.partition("==")
-    stem = f"{name.replace('-', '_').lower()}_{version}"
-    dest.mkdir(parents=True, exist_ok=True)
-
-    def present() -> Path | None:
-        found = sorted(p for p in dest.iterdir()
-                       if p.name.lower().replace("-", "_").startswith((f"{stem}_", f"{stem}.tar", f"{stem}.zip")))
-        return found[0] if found else None
-
-    cached = present()
-    if cached is not None:
-        return cached
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--dest", str(dest), *options, requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    got = present()
-    if proc.returncode != 0 or got is None:
-        raise TestDataError(f"pip download {requirement} failed (exit {proc.returncode}):\n"
-                            f"{(proc.stdout + proc.stderr)[-2000:]}")
-    return got
-
-
 def totalsegmentator_sdist(cache: Path = CACHE) -> Path:
     """TotalSegmentator's source distribution (pip needs its default build isolation for the metadata)."""
-    return pip_download(TOTALSEG, cache / "packages", "--no-binary", ":all:")
+    try:
+        return sources.pip_download(TOTALSEG, cache / "packages", "--no-binary", ":all:")
+    except sources.SourceError as exc:
+        raise TestDataError(str(exc)) from exc
 
 
 def liver_wheel(cache: Path = CACHE) -> Path:
     """The pyliverlesionseg 0.3 wheel (it declares Python 3.6; only its files are used, never installed)."""
-    return pip_download(LIVER_WHEEL, cache / "packages", "--only-binary", ":all:", "--python-version", "3.6",
-                        "--ignore-requires-python")
+    try:
+        return sources.liver_wheel(cache)
+    except sources.SourceError as exc:
+        raise TestDataError(str(exc)) from exc
 
 
 def reference_files(cache: Path = CACHE) -> ReferenceFiles:
@@ -148,6 +128,27 @@ def reference_files(cache: Path = CACHE) -> ReferenceFiles:
     if missing:
         raise TestDataError(f"{sdist.name} lacks {', '.join(str(p.relative_to(root)) for p in missing)}")
     return files
+
+
+def slab_labels(files: ReferenceFiles) -> sitk.Image:
+    """``example_seg.nii.gz`` with its origin moved to where its slab lies in ``example_ct.nii.gz``.
+
+    The slab's slices are found in the volume by exact pixel equality (the slab was cut from it
+    without resampling), so Dice can be scored in physical space against any grid.
+
+    Raises:
+        TestDataError: the slab is not a run of the volume's slices.
+    """
+    ct = sitk.ReadImage(str(files.ct))
+    slab = sitk.GetArrayFromImage(sitk.ReadImage(str(files.ct_slab)))
+    volume = sitk.GetArrayFromImage(ct)
+    starts = [k for k in range(volume.shape[0] - slab.shape[0] + 1) if np.array_equal(volume[k], slab[0])]
+    start = next((k for k in starts if np.array_equal(volume[k:k + slab.shape[0]], slab)), None)
+    if start is None:
+        raise TestDataError(f"{files.ct_slab.name} is not a run of {files.ct.name}'s slices")
+    labels = sitk.ReadImage(str(files.seg))
+    labels.SetOrigin(ct.TransformIndexToPhysicalPoint((0, 0, start)))
+    return labels
 
 
 def _wanted(name: str, top: str) -> bool:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from appliance import __version__
-from appliance.cli import adapter, exporter, info, jobs, phantom, worker, workflows
+from appliance.cli import adapter, exporter, info, jobs, models, phantom, worker, workflows
 
 # One line per sub-command module; each adds its parser(s) and sets ``func``.
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
@@ -22,6 +22,7 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]],
     jobs.register,
     phantom.register,
     workflows.register,
+    models.register,
 )
 
 

@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
+from appliance.pipeline import contract
 from appliance.pipeline.errors import ShapeMismatchError
-from appliance.pipeline.resample import model_grid, probabilities_to_labels, to_model_grid
+from appliance.pipeline.resample import probabilities_to_labels
 from appliance.pipeline.stage import Stage, StageContext, StageOutput
 from appliance.pipeline.triton_client import ModelClient
 from appliance.pipeline.volume_io import read_image
@@ -40,11 +41,18 @@ class Segmentation:
     model_grid_size: tuple[int, int, int]
     """(x, y, z) voxels sent to the model."""
     shared_memory: bool
+    notes: tuple[str, ...] = ()
+    """What a named step reported (e.g. a fallback it took), also written to inference.json."""
 
 
 def segment(image: sitk.Image, model: ModelSpec, settings: InferenceSettings,
             gate: AbstractContextManager[object] | None = None) -> Segmentation:
     """Segment a HU ``image`` with ``model`` on the server in ``settings.triton``.
+
+    The steps follow the workflow's model contract (:mod:`appliance.pipeline.contract`): onto
+    the model grid (named preprocessing, or reorient and resample), window, into the model's
+    block, the model, out of the block, softmax, named postprocessing, and back onto the image
+    grid (probabilities resampled linearly in physical space, then argmax).
 
     ``gate`` is held around the request to the server only (not pre/post-processing), so a
     job runner can bound concurrent inference calls with e.g. a :class:`threading.Semaphore`;
@@ -60,32 +68,45 @@ def segment(image: sitk.Image, model: ModelSpec, settings: InferenceSettings,
         info = client.check()
         timings["check_s"] = time.perf_counter() - t0
         t = time.perf_counter()
-        reference = model_grid(image, settings.spacing_mm, settings.size)
-        array = to_model_grid(image, reference, settings.clip_hu)
+        prepared = contract.model_input(image, settings)
+        array = contract.window(prepared.hu, settings)
+        block = contract.zyx(settings.block) if settings.block is not None else None
+        if block is not None:
+            array = contract.to_block(array, block, contract.pad_value(settings))
         timings["preprocess_s"] = time.perf_counter() - t
-        _check_fixed_dims(info.input_shape, array, model)
+        _check_fixed_dims(info.input_shape, array, model, settings)
+        margin = contract.zyx(settings.margin)
+        out_shape = tuple(n - 2 * m for n, m in zip(array.shape, margin, strict=True))
         t = time.perf_counter()
         with gate if gate is not None else contextlib.nullcontext():
             timings["gate_wait_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            probabilities = client.infer(array)
+            probabilities = client.infer(array, out_shape)
         shared = client.use_shared_memory(array.nbytes + probabilities.nbytes)
         timings["infer_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    labels = probabilities_to_labels(probabilities, reference, image)
+    if block is not None or any(margin):
+        probabilities = contract.from_block(probabilities, prepared.hu.shape, block or prepared.hu.shape, margin)
+    if model.activation == "softmax":
+        probabilities = contract.softmax(probabilities)
+    if settings.postprocessing is not None:
+        probabilities = contract.POSTPROCESSING[settings.postprocessing](probabilities)
+    labels = probabilities_to_labels(probabilities, prepared.reference, image)
     timings["postprocess_s"] = time.perf_counter() - t
     out = sitk.GetImageFromArray(labels)
     out.CopyInformation(image)
-    size = reference.GetSize()
-    return Segmentation(out, timings, (int(size[0]), int(size[1]), int(size[2])), shared)
+    size = prepared.reference.GetSize()
+    return Segmentation(out, timings, (int(size[0]), int(size[1]), int(size[2])), shared, prepared.notes)
 
 
-def _check_fixed_dims(shape: tuple[int, ...], array: npt.NDArray[np.float32], model: ModelSpec) -> None:
-    # A model with fixed input dims needs the workflow's "size" to produce exactly those.
+def _check_fixed_dims(shape: tuple[int, ...], array: npt.NDArray[np.float32], model: ModelSpec,
+                      settings: InferenceSettings) -> None:
+    # A model with fixed input dims needs the workflow's "block" (or "size") to produce exactly those.
     if any(d not in (-1, a) for d, a in zip(shape, array.shape, strict=True)):
-        raise ShapeMismatchError(f"model {model.name!r} takes input {list(shape)} (z, y, x) but preprocessing "
-                                 f"produced {list(array.shape)}; set the workflow's size to "
-                                 f"[{shape[2]}, {shape[1]}, {shape[0]}] (x, y, z)")
+        raise ShapeMismatchError(f"model {model.name!r} takes input {list(shape)} (z, y, x) but the workflow "
+                                 f"produced {list(array.shape)}; set the workflow's inference.block to "
+                                 f"[{shape[2]}, {shape[1]}, {shape[0]}] (x, y, z)"
+                                 + ("" if settings.block is None else " and its margin to match the output"))
 
 
 def run_inference(volume: Path, model: ModelSpec, settings: InferenceSettings, out_dir: Path,
@@ -104,6 +125,7 @@ def run_inference(volume: Path, model: ModelSpec, settings: InferenceSettings, o
         "protocol": settings.triton.protocol,
         "shared_memory": seg.shared_memory,
         "model_grid_size_xyz": list(seg.model_grid_size),
+        "notes": list(seg.notes),
         "timings_s": {k: round(v, 4) for k, v in seg.timings.items()},
     }, indent=2) + "\n")
     return path

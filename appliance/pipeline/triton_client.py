@@ -143,15 +143,19 @@ class ModelClient:
         mode = self.settings.shared_memory
         return mode == "system" or (mode == "auto" and _is_loopback(self.url) and nbytes >= _SHM_MIN_BYTES)
 
-    def infer(self, volume: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def infer(self, volume: npt.NDArray[np.float32],
+              out_shape: tuple[int, ...] | None = None) -> npt.NDArray[np.float32]:
         """Class probabilities (classes, z, y, x) for a float32 (z, y, x) ``volume``.
+
+        ``out_shape``: the (z, y, x) size the model answers with, where it differs from the input
+        (a model that consumes a margin of context per side); None: the input's.
 
         Raises:
             ShapeMismatchError: the model answered with another shape than declared.
             InferenceError: the server failed the request.
         """
         volume = np.ascontiguousarray(volume, dtype=np.float32)
-        expected = (self.model.classes, *volume.shape)
+        expected = (self.model.classes, *(out_shape or volume.shape))
         out_bytes = int(np.prod(expected)) * 4
         if self.use_shared_memory(volume.nbytes + out_bytes):
             result = self._infer_shared(volume, expected)

@@ -55,9 +55,10 @@ def _concept(code: LabelSpec) -> tuple[hd.sr.CodedConcept, hd.sr.CodedConcept]:
 
 def segment_descriptions(workflow: Workflow) -> list[hd.seg.SegmentDescription]:
     """One description per label, segment numbers 1..N in workflow order, AI algorithm = the workflow."""
+    settings = workflow.writer
     algorithm = hd.AlgorithmIdentificationSequence(
-        name=workflow.name, family=codes.cid7162.ArtificialIntelligence, version=workflow.writer.algorithm_version,
-        source=workflow.model.name)
+        name=settings.algorithm_name or workflow.name, family=codes.cid7162.ArtificialIntelligence,
+        version=settings.algorithm_version, source=settings.algorithm_source or workflow.model.name)
     out = []
     for number, label in enumerate(workflow.labels, start=1):
         category, prop = _concept(label)

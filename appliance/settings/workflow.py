@@ -27,6 +27,10 @@ GeometryPolicy = Literal["warn", "error"]
 VolumeFormat = Literal["mhd", "nifti"]
 SeriesChoice = Literal["largest", "first"]
 DestinationKind = Literal["dicom", "folder"]
+OutputActivation = Literal["none", "softmax"]
+#: Named preprocessing/postprocessing that one network needs and a contract cannot express.
+Preprocessing = Literal["pyliverlesionseg-ct"]
+Postprocessing = Literal["pyliverlesionseg-liver"]
 
 #: The stages every workflow runs, in this order.
 STAGES = ("reader", "inference", "writer")
@@ -84,6 +88,9 @@ class ModelSpec:
     output: Annotated[TensorSpec, Field(description="the (class, z, y, x) probabilities tensor")]
     classes: Annotated[Int, Field(ge=2, description="number of output channels including background")]
     version: Annotated[str, Field(description="model version; empty selects the newest the server has")] = ""
+    activation: Annotated[OutputActivation, Field(
+        description="none: the output holds probabilities; softmax: it holds logits, and the inference stage "
+                    "applies a softmax over the class axis")] = "none"
 
 
 @with_config(STRICT_KEYS)
@@ -144,6 +151,23 @@ def _low_high(pair: tuple[float, float]) -> tuple[float, float]:
     return pair
 
 
+def _orientation(value: str | None) -> str | None:
+    letters = set(value or "LPS")
+    if value is not None and (len(value) != 3 or not all(
+            len(letters & pair) == 1 for pair in ({"L", "R"}, {"A", "P"}, {"S", "I"}))):
+        raise conflict("three letters, one of L/R, A/P and S/I each, e.g. RAS or LPS")
+    return value
+
+
+def _margin_needs_block(margin: tuple[int, int, int], info: ValidationInfo) -> tuple[int, int, int]:
+    if any(margin) and info.data.get("block") is None:
+        raise conflict("a margin needs a block (the fixed input it is cut from)")
+    return margin
+
+
+NonNegativeInt = Annotated[Int, Field(ge=0)]
+
+
 @with_config(STRICT_KEYS)
 @dataclass(frozen=True)
 class InferenceSettings:
@@ -158,6 +182,25 @@ class InferenceSettings:
     clip_hu: Annotated[tuple[Number, Number], AfterValidator(_low_high), Field(
         description="intensities are clipped to this [low, high] HU range before they reach the model")] = (
         -1024.0, 3071.0)
+    scale: Annotated[tuple[Number, Number] | None, AfterValidator(_low_high), Field(
+        description="map the clipped range clip_hu linearly onto this [low, high] range (model units); "
+                    "none sends HU as clipped")] = None
+    orientation: Annotated[Text | None, AfterValidator(_orientation), Field(
+        description="patient directions the model grid's x, y, z indices grow towards, e.g. RAS or LPS; "
+                    "none keeps the series' own orientation")] = None
+    block: Annotated[tuple[PositiveInt, PositiveInt, PositiveInt] | None, THREE, Field(
+        description="fixed (x, y, z) input size of the model: the volume is centred in it (voxel n // 2 on "
+                    "block // 2), cut where larger, padded where smaller")] = None
+    margin: Annotated[tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt], THREE,
+                      AfterValidator(_margin_needs_block), Field(
+        description="voxels per side (x, y, z) the model consumes as context: its output is the input's "
+                    "centre, block - 2 x margin")] = (0, 0, 0)
+    pad_value: Annotated[Number | None, Field(
+        description="value of block voxels outside the volume, in model units; none is the window's low end")] = None
+    preprocessing: Annotated[Preprocessing | None, Field(
+        description="a named preprocessing one network needs (docs/pipeline.md); replaces the resampling")] = None
+    postprocessing: Annotated[Postprocessing | None, Field(
+        description="a named postprocessing on the model grid, before the labels go back to the image grid")] = None
     stage: Annotated[Literal["inference"], Field(description="names the stage")] = "inference"
 
 
@@ -172,6 +215,10 @@ class WriterSettings:
         description="also write the label mask in these formats next to the SEG")] = ()
     manufacturer: Annotated[Text, Field(description="Manufacturer of the SEG")] = "appliance"
     algorithm_version: Annotated[Text, Field(description="algorithm version recorded in the SEG")] = "1"
+    algorithm_name: Annotated[Text | None, Field(max_length=64, description=(
+        "AlgorithmName of the SEG's segments; none: the workflow's name"))] = None
+    algorithm_source: Annotated[Text | None, Field(max_length=64, description=(
+        "AlgorithmSource: who made the model, under which licence; none: the model's name"))] = None
     stage: Annotated[Literal["writer"], Field(description="names the stage")] = "writer"
 
 

@@ -34,22 +34,24 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 
 
 @pytest.fixture(scope="session")
-def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
+def triton(tmp_path_factory: pytest.TempPathFactory, liver_wheel: Path) -> Iterator[LocalTriton]:
     """A tritonserver serving the appliance's models (OrganSeg and LiverSeg)."""
     _need_triton()
-    server = LocalTriton(workdir=tmp_path_factory.mktemp("triton"), intra_op_threads=1)
+    # Two threads: the trained liver CNN takes ~25 s on 2 cores, twice that on one.
+    server = LocalTriton(workdir=tmp_path_factory.mktemp("triton"), intra_op_threads=2, liver_wheel=liver_wheel)
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def idle_triton(tmp_path: Path) -> Iterator[LocalTriton]:
+def idle_triton(tmp_path: Path, liver_wheel: Path) -> Iterator[LocalTriton]:
     """A tritonserver with ports reserved but *not* started (the "Triton down" fault); start() it later."""
     _need_triton()
     from appliance.triton_local import Ports, free_ports
 
-    server = LocalTriton(workdir=tmp_path / "triton", ports=Ports(*free_ports(3)), intra_op_threads=1)
+    server = LocalTriton(workdir=tmp_path / "triton", ports=Ports(*free_ports(3)), intra_op_threads=1,
+                         liver_wheel=liver_wheel)
     yield server
     server.stop()
 

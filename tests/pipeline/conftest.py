@@ -34,9 +34,9 @@ def workflows() -> dict[str, Workflow]:
 
 
 @pytest.fixture(scope="session")
-def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
+def triton(tmp_path_factory: pytest.TempPathFactory, liver_wheel: Path) -> Iterator[LocalTriton]:
     """A tritonserver on free loopback ports serving the appliance's model repository."""
-    server = LocalTriton(workdir=tmp_path_factory.mktemp("triton"), intra_op_threads=2)
+    server = LocalTriton(workdir=tmp_path_factory.mktemp("triton"), intra_op_threads=2, liver_wheel=liver_wheel)
     try:
         server.start()
     except TritonStartError as exc:

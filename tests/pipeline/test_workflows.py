@@ -20,8 +20,20 @@ def test_shipped_workflows_load() -> None:
     assert [label.type.meaning for label in organ.labels] == ["Liver", "Spleen", "Kidney"]
     assert organ.labels[0].type.value == "10200004" and organ.labels[0].type.scheme == "SCT"
     assert organ.model.classes == 4 and organ.inference.spacing_mm == (3.0, 3.0, 3.0)
-    assert workflows["LiverSeg"].inference.size == (128, 128, 64)
-    assert workflows["LiverSeg"].inference.triton.protocol == "grpc"
+    liver = workflows["LiverSeg"].inference
+    assert (liver.orientation, liver.spacing_mm, liver.block, liver.margin) == ("RAS", (3, 3, 3), (189, 162, 162),
+                                                                              (13, 13, 13))
+    assert (liver.clip_hu, liver.scale, liver.pad_value) == ((-200, 200), (-0.5, 0.5), 0.0)
+    assert liver.triton.protocol == "grpc"
+    assert "synthetic phantom only" in organ.description
+    assert organ.writer.algorithm_name == "OrganSeg demo model, synthetic phantom only"
+
+
+def test_contract_keys_are_checked() -> None:
+    text = ORGANSEG.read_text().replace("    clip_hu: [-1024, 3071]", "    clip_hu: [-1024, 3071]\n"
+                                        "    orientation: RAR\n    margin: [2, 2, 2]\n    preprocessing: magic")
+    problems = "\n".join(_problems(text))
+    assert "orientation" in problems and "margin" in problems and "preprocessing" in problems, problems
 
 
 def _problems(text: str) -> list[str]:
