@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 
 from appliance import systemd
 from appliance.adapter.grouping import Grouper
-from appliance.adapter.scp import StorageSCP
+from appliance.adapter.limits import ReceiveLimits
+from appliance.adapter.scp import Receiver, StorageSCP
 from appliance.jobs import JobStore
 from appliance.settings import AdapterConfig
 from appliance.storage import PayloadLayout, make_dirs
@@ -16,16 +18,22 @@ LOG = logging.getLogger(__name__)
 
 
 class Adapter:
-    """Everything ``appliance adapter`` runs, wired from one :class:`AdapterConfig`."""
+    """Everything ``appliance adapter`` runs, wired from one :class:`AdapterConfig`.
 
-    def __init__(self, config: AdapterConfig) -> None:
+    ``limits``: the SCP's receiving limits and duplicate policy (:class:`ReceiveLimits`, its
+    defaults unless given); ``receiver``: see :class:`StorageSCP` (benchmarks only).
+    """
+
+    def __init__(self, config: AdapterConfig, limits: ReceiveLimits | None = None,
+                 receiver: Receiver | None = None) -> None:
         self.config = config
         self.layout = PayloadLayout(config.storage.root)
         make_dirs(config.storage.root)
         self.store = JobStore(config.storage.database)
         self.grouper = Grouper(self.store, self.layout, config.dicom.scp.ae_title,
                                config.completion.quiet_seconds)
-        self.scp = StorageSCP(config.dicom.scp, self.grouper)
+        self.scp = StorageSCP(config.dicom.scp, self.grouper, limits=limits,
+                              spill_dir=str(config.storage.root), receiver=receiver)
         self._stop = threading.Event()
 
     @property
@@ -38,17 +46,35 @@ class Adapter:
         self._stop.set()
 
     def run(self) -> int:
-        """Serve until :meth:`request_stop` (SIGTERM/SIGINT in the CLI); return the exit status."""
-        resumed = self.grouper.recover()
-        if resumed:
-            LOG.info("resumed %d receiving group(s) from the previous run", resumed)
+        """Serve until :meth:`request_stop` (SIGTERM/SIGINT in the CLI); return the exit status.
+
+        No fault while serving ends it: a failing grouping tick is logged and tried again. The
+        systemd watchdog is pinged only while the main loop turns and the SCP's accept and gate
+        loops do, so a stuck process is restarted by systemd.
+        """
+        try:
+            resumed = self.grouper.recover()
+            if resumed:
+                LOG.info("resumed %d receiving group(s) from the previous run", resumed)
+        except (sqlite3.Error, OSError) as exc:
+            LOG.error("cannot resume the groups of the previous run yet: %s; C-STORE answers 0xA700 "
+                      "until the job store answers (retried every tick)", exc)
         self.scp.start()
         systemd.notify(f"READY=1\nSTATUS=listening on port {self.scp.port}")
         watchdog = systemd.Watchdog()
+        stuck = False
         try:
             while not self._stop.wait(self.tick_seconds):
-                self.grouper.tick()
-                watchdog.tick()
+                try:
+                    self.grouper.tick()
+                except Exception:  # a bug, not a fault: log it, keep serving
+                    LOG.exception("grouping tick failed")
+                if self.scp.healthy():
+                    watchdog.tick()
+                    stuck = False
+                elif not stuck:
+                    LOG.error("the SCP's accept or gate loop is stuck; the watchdog will restart the service")
+                    stuck = True
         finally:
             systemd.notify("STOPPING=1")
             LOG.info("stopping")

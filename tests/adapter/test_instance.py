@@ -17,6 +17,7 @@ from pydicom.filewriter import write_dataset
 from appliance.adapter import instance
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.instance import IncomingInstance
+from appliance.adapter.limits import DuplicatePolicy
 from appliance.jobs import JobStore
 from appliance.storage import PayloadLayout, durable
 
@@ -109,3 +110,46 @@ def test_abort_mid_dataset_deletes_the_temporary_and_frees_the_group(grouper: Gr
     incoming.abort()  # idempotent
     assert _files(tmp_path / "payloads") == []
     assert grouper.tick() == [] and grouper.open_groups() == 0
+
+
+def test_a_study_named_late_waits_in_an_unnamed_file_then_is_stored_exactly(grouper: Grouper, tmp_path: Path) -> None:
+    import rawdicom
+
+    uid = "1.2.826.0.1.3680043.10.511.95.1"
+    dataset = rawdicom.dataset_head("1.2.826.0.1.3680043.10.511.95", uid, private_bytes=50_000) + bytes(2000)
+    dataset = dataset[:-2000] + b"".join(rawdicom.pixel_data(2000))
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    incoming = IncomingInstance(grouper, "OrganSeg", "SENDER", CT, uid, EXPLICIT, HEADER,
+                                head_bytes=4096, spill_dir=str(spill))
+    for start in range(0, 40_000, 1000):  # inside the private element: the study is not known yet
+        incoming.feed(memoryview(dataset)[start:start + 1000])
+        assert len(incoming._head) <= 4096
+    assert _files(tmp_path / "payloads") == [] and _files(spill) == []  # the spill file has no name
+    incoming.feed(memoryview(dataset)[40_000:])
+    assert incoming.finish() == instance.SUCCESS
+    (path,) = _files(tmp_path / "payloads")
+    assert path.read_bytes() == HEADER + dataset
+
+
+@pytest.mark.parametrize("policy", [DuplicatePolicy.KEEP_FIRST, DuplicatePolicy.REFUSE])
+def test_a_duplicate_never_replaces_the_first(grouper: Grouper, tmp_path: Path, policy: DuplicatePolicy) -> None:
+    dataset, sop_uid = _dataset(tmp_path)
+    other = dataset.replace(b"PHANTOM01", b"PHANTOM02")
+    first, second = (IncomingInstance(grouper, "OrganSeg", "SENDER", CT, sop_uid, EXPLICIT, HEADER, duplicates=policy)
+                     for _ in range(2))
+    first.feed(dataset)
+    second.feed(other)  # both in flight at once; the first to finish is kept
+    assert second.finish() == instance.SUCCESS
+    assert first.finish() == (instance.SUCCESS if policy is DuplicatePolicy.KEEP_FIRST else instance.DUPLICATE)
+    (job,) = grouper.tick()
+    assert job.instance_count == 1
+    (path,) = _files(tmp_path / "payloads")
+    assert path.read_bytes() == HEADER + other
+
+
+def test_an_image_without_pixel_data_is_refused(grouper: Grouper, tmp_path: Path) -> None:
+    dataset, sop_uid = _dataset(tmp_path)
+    cut = dataset.index(b"\xe0\x7f\x10\x00")  # a whole dataset, but without its Pixel Data
+    assert _receive(grouper, sop_uid, dataset[:cut], 100) == instance.DATASET_MISMATCH
+    assert grouper.tick() == [] and _files(tmp_path / "payloads") == []
