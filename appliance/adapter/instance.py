@@ -64,8 +64,7 @@ class IncomingInstance:
     """
 
     def __init__(self, grouper: Grouper, called: str, calling: str, sop_class: str, sop_uid: str,
-                 transfer_syntax: str, header: bytes, *, head_bytes: int = 1 << 20,
-                 spill_dir: str | None = None,
+                 transfer_syntax: str, header: bytes, *, head_bytes: int, spill_dir: str | None = None,
                  duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST) -> None:
         self._grouper = grouper
         self._called = called

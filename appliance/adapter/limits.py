@@ -1,7 +1,8 @@
-"""The receiving side's limits against hostile peers and its duplicate policy (issue 17).
+"""The receiving side's limits against hostile peers, and its duplicate policy (issue 17).
 
-One frozen dataclass, passed to :class:`~appliance.adapter.scp.StorageSCP`; every field has the
-default documented in docs/adapter.md ("Limits"). Sizes in bytes, times in seconds.
+The configurable ones come from the ``dicom.scp`` settings (:meth:`ReceiveLimits.of`; meanings and
+defaults in docs/adapter.md); two are fixed, far above what any real peer sends. Sizes in bytes,
+times in seconds.
 """
 
 from __future__ import annotations
@@ -9,9 +10,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from appliance.settings import ScpConfig
+
+#: The largest A-ASSOCIATE-RQ (or other non-P-DATA PDU) read; 128 presentation contexts take ~12 KiB.
+MAX_REQUEST_BYTES = 64 << 10
+#: The largest DIMSE command set read; a C-STORE-RQ's is about 200 bytes.
+MAX_COMMAND_BYTES = 64 << 10
+
 
 class DuplicatePolicy(enum.Enum):
-    """What happens to a second instance with a SOP Instance UID already in the open group.
+    """What happens to an instance whose SOP Instance UID is already in its open group.
 
     Either way the first stays as it is (never a silent replacement) and a warning is logged.
     """
@@ -27,31 +35,25 @@ class DuplicatePolicy(enum.Enum):
 class ReceiveLimits:
     """Limits of the SCP beyond ``max-associations`` and ``network-timeout-seconds``.
 
-    ``artim_seconds``
-        A connection that has not sent a complete A-ASSOCIATE-RQ this long after it was accepted
-        is closed (PS3.8 ARTIM). Also pynetdicom's ACSE timeout. Default 10.
-    ``max_pending``
-        Connections accepted but not yet associated, from all sources together. Over it, the
-        oldest pending connection is closed. Default 64.
-    ``max_pending_per_source``
-        The same, per source IP address. Default 8.
-    ``max_request_bytes``
-        The largest A-ASSOCIATE-RQ PDU read (bytes); a longer one closes the connection.
-        Default 65536 (128 presentation contexts take about 12 KiB).
-    ``max_command_bytes``
-        The largest DIMSE command set read (bytes); a longer one aborts the association.
-        Default 65536 (a C-STORE-RQ's is about 200 bytes).
-    ``head_bytes``
-        Dataset bytes held in memory while the StudyInstanceUID is not yet known; more are
-        written to an unnamed temporary file on the storage root. Default 1 MiB.
-    ``duplicates``
-        :class:`DuplicatePolicy`. Default keep the first.
+    ``artim_seconds``: a connection must have sent a whole A-ASSOCIATE-RQ this long after it was
+    accepted (also pynetdicom's ACSE timeout). ``max_pending`` and ``max_pending_per_source``:
+    connections not yet associated, in all and from one IP address; over either, the oldest is
+    closed. ``head_bytes``: dataset bytes held in memory while the StudyInstanceUID is not known.
+    ``duplicates``: the :class:`DuplicatePolicy`. ``max_request_bytes``, ``max_command_bytes``:
+    see :data:`MAX_REQUEST_BYTES`, :data:`MAX_COMMAND_BYTES`.
     """
 
-    artim_seconds: float = 10.0
-    max_pending: int = 64
-    max_pending_per_source: int = 8
-    max_request_bytes: int = 64 << 10
-    max_command_bytes: int = 64 << 10
-    head_bytes: int = 1 << 20
-    duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
+    artim_seconds: float
+    max_pending: int
+    max_pending_per_source: int
+    head_bytes: int
+    duplicates: DuplicatePolicy
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    max_command_bytes: int = MAX_COMMAND_BYTES
+
+    @classmethod
+    def of(cls, scp: ScpConfig) -> ReceiveLimits:
+        """The limits the ``dicom.scp`` settings give."""
+        return cls(artim_seconds=scp.artim_seconds, max_pending=scp.max_pending_connections,
+                   max_pending_per_source=scp.max_pending_per_source, head_bytes=scp.head_memory_bytes,
+                   duplicates=DuplicatePolicy(scp.duplicates))

@@ -111,17 +111,17 @@ class _Slots:
 class StorageSCP:
     """Listens on ``config.bind_address:config.port`` and files instances through ``grouper``.
 
-    ``limits`` are the receiving limits and duplicate policy; ``spill_dir`` is where a dataset
-    whose study is not known after ``limits.head_bytes`` waits (an unnamed file: the storage
-    root, so the job's file is on the same disk); ``receiver`` replaces the hand-written
-    receiver (the ingest benchmark measures pynetdicom's own chunked receive with it).
+    ``spill_dir`` is where a dataset whose study is not known after ``head-memory-bytes`` waits
+    (an unnamed file: the storage root, so the job's file is on the same disk); ``receiver``
+    replaces the hand-written receiver (the ingest benchmark measures pynetdicom's own chunked
+    receive with it).
     """
 
-    def __init__(self, config: ScpConfig, grouper: Grouper, *, limits: ReceiveLimits | None = None,
-                 spill_dir: str | None = None, receiver: Receiver | None = None) -> None:
+    def __init__(self, config: ScpConfig, grouper: Grouper, *, spill_dir: str | None = None,
+                 receiver: Receiver | None = None) -> None:
         self._config = config
         self._grouper = grouper
-        self._limits = limits or ReceiveLimits()
+        self._limits = ReceiveLimits.of(config)
         self._spill_dir = spill_dir
         self._receiver = receiver
         self._server: GatedServer | None = None

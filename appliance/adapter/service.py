@@ -8,7 +8,6 @@ import threading
 
 from appliance import systemd
 from appliance.adapter.grouping import Grouper
-from appliance.adapter.limits import ReceiveLimits
 from appliance.adapter.scp import Receiver, StorageSCP
 from appliance.jobs import JobStore
 from appliance.settings import AdapterConfig
@@ -20,20 +19,18 @@ LOG = logging.getLogger(__name__)
 class Adapter:
     """Everything ``appliance adapter`` runs, wired from one :class:`AdapterConfig`.
 
-    ``limits``: the SCP's receiving limits and duplicate policy (:class:`ReceiveLimits`, its
-    defaults unless given); ``receiver``: see :class:`StorageSCP` (benchmarks only).
+    ``receiver``: see :class:`StorageSCP` (benchmarks only).
     """
 
-    def __init__(self, config: AdapterConfig, limits: ReceiveLimits | None = None,
-                 receiver: Receiver | None = None) -> None:
+    def __init__(self, config: AdapterConfig, receiver: Receiver | None = None) -> None:
         self.config = config
         self.layout = PayloadLayout(config.storage.root)
         make_dirs(config.storage.root)
         self.store = JobStore(config.storage.database)
         self.grouper = Grouper(self.store, self.layout, config.dicom.scp.ae_title,
                                config.completion.quiet_seconds)
-        self.scp = StorageSCP(config.dicom.scp, self.grouper, limits=limits,
-                              spill_dir=str(config.storage.root), receiver=receiver)
+        self.scp = StorageSCP(config.dicom.scp, self.grouper, spill_dir=str(config.storage.root),
+                              receiver=receiver)
         self._stop = threading.Event()
 
     @property

@@ -44,7 +44,7 @@ def _dataset(tmp_path: Path) -> tuple[bytes, str]:
 
 
 def _receive(grouper: Grouper, sop_uid: str, dataset: bytes, size: int) -> int:
-    incoming = IncomingInstance(grouper, "OrganSeg", "SENDER", CT, sop_uid, EXPLICIT, HEADER)
+    incoming = IncomingInstance(grouper, "OrganSeg", "SENDER", CT, sop_uid, EXPLICIT, HEADER, head_bytes=1 << 20)
     for start in range(0, len(dataset), size):
         incoming.feed(memoryview(dataset)[start:start + size])
     return incoming.finish()
@@ -100,7 +100,7 @@ def test_write_error_answers_out_of_resources(grouper: Grouper, tmp_path: Path,
 
 def test_abort_mid_dataset_deletes_the_temporary_and_frees_the_group(grouper: Grouper, tmp_path: Path) -> None:
     dataset, sop_uid = _dataset(tmp_path)
-    incoming = IncomingInstance(grouper, "OrganSeg", "SENDER", CT, sop_uid, EXPLICIT, HEADER)
+    incoming = IncomingInstance(grouper, "OrganSeg", "SENDER", CT, sop_uid, EXPLICIT, HEADER, head_bytes=1 << 20)
     incoming.feed(dataset[:2000])
     (temporary,) = _files(tmp_path / "payloads")
     assert temporary.name.startswith(durable.TEMP_PREFIX)
@@ -136,7 +136,8 @@ def test_a_study_named_late_waits_in_an_unnamed_file_then_is_stored_exactly(grou
 def test_a_duplicate_never_replaces_the_first(grouper: Grouper, tmp_path: Path, policy: DuplicatePolicy) -> None:
     dataset, sop_uid = _dataset(tmp_path)
     other = dataset.replace(b"PHANTOM01", b"PHANTOM02")
-    first, second = (IncomingInstance(grouper, "OrganSeg", "SENDER", CT, sop_uid, EXPLICIT, HEADER, duplicates=policy)
+    first, second = (IncomingInstance(grouper, "OrganSeg", "SENDER", CT, sop_uid, EXPLICIT, HEADER, head_bytes=1 << 20,
+                                            duplicates=policy)
                      for _ in range(2))
     first.feed(dataset)
     second.feed(other)  # both in flight at once; the first to finish is kept
