@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import jinja2
 import pytest
 import rawdicom
 from adapterkit import Adapter, echoscu, storescu, wait_for
@@ -25,6 +26,7 @@ from rawdicom import RawAssociation
 #: Seconds the legitimate sender may take while an attack runs (documented bound, generous for
 #: a loaded 2-core CI host; the study is 10 slices of 256x256).
 SERVED_WITHIN = 15.0
+UNIT = Path(__file__).resolve().parents[2] / "roles/appliance/templates/appliance-adapter.service.j2"
 #: The ARTIM timeout (seconds) the flood tests configure (the default is 10).
 ARTIM = 2.0
 
@@ -50,6 +52,20 @@ def _threads(adapter: Adapter) -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     raise AssertionError("no Threads line")
+
+
+def _descriptors(adapter: Adapter) -> int:
+    assert adapter.proc is not None
+    return len(list(Path(f"/proc/{adapter.proc.pid}/fd").iterdir()))
+
+
+def _unit_limits(max_associations: int) -> tuple[int, int]:
+    """(TasksMax, LimitNOFILE) the adapter's systemd unit sets for ``max_associations``."""
+    lines = [line for line in UNIT.read_text().splitlines()
+             if line.startswith(("{% set __appliance_connections", "TasksMax=", "LimitNOFILE="))]
+    rendered = jinja2.Environment().from_string("\n".join(lines)).render(appliance_max_associations=max_associations)
+    values = dict(line.split("=", 1) for line in rendered.split("\n") if "=" in line)
+    return int(values["TasksMax"]), int(values["LimitNOFILE"])
 
 
 @contextlib.contextmanager
@@ -80,6 +96,9 @@ def test_idle_and_half_open_floods_do_not_deny_service(
             _attackers(a.port, count - count // 2, sources=10, half_open=True) as half_open:
         _served(a, small_study)
         assert echoscu(a.port).returncode == 0
+        # What the flood costs stays inside what the systemd unit allows.
+        tasks_max, nofile = _unit_limits(2)
+        assert _threads(a) < tasks_max and _descriptors(a) < nofile
         # None of them ever associates: all are closed by the ARTIM timeout (or evicted earlier
         # by the pending-connection caps), none outlives it by much.
         deadline = time.monotonic() + ARTIM + 5
