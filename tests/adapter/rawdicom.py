@@ -224,20 +224,19 @@ class RawAssociation:
 
 
 def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
-    """True if the adapter closes ``sock`` (EOF or reset) within ``timeout`` seconds; anything it
-    sends first (an A-ABORT) is read and ignored."""
+    """True if the adapter closes ``sock`` (EOF or reset) within ``timeout`` seconds (0: has it
+    already?); anything it sends first (an A-ABORT) is read and ignored."""
     deadline = time.monotonic() + timeout
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        sock.settimeout(left)
+        sock.settimeout(max(0.0, deadline - time.monotonic()))
         try:
             if not sock.recv(65536):
                 return True
         except (ConnectionResetError, BrokenPipeError):
             return True
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
+            return False
+        if time.monotonic() >= deadline:
             return False
 
 
