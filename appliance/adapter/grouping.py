@@ -66,6 +66,14 @@ class _Group:
     complete_requested: bool = False
 
 
+@dataclass
+class _Creation:
+    """A group's job being created; waiters share its outcome."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    error: OSError | sqlite3.Error | None = None
+
+
 class Slot:
     """Handed to the C-STORE handler while it writes one instance into a group's folder."""
 
@@ -123,6 +131,7 @@ class Grouper:
         self._clock = clock
         self._lock = threading.Lock()
         self._groups: dict[tuple[str, str], _Group] = {}
+        self._creating: dict[tuple[str, str], _Creation] = {}
         self._unclosed: list[_Group] = []  # closes that failed (store error); retried each tick
         self._recovered = False
         self._trouble: str | None = None  # the store error being reported, while it lasts
@@ -141,15 +150,39 @@ class Grouper:
         key = (called_ae, study_uid)
         if not self._recovered:
             self.recover()  # raises while the store is unavailable: nothing is stored before it
-        with self._lock:
-            group = self._groups.get(key)
-            if group is None:
-                # Creating under the lock: concurrent first instances of one study must not
-                # make two jobs. It happens once per study, so the wait is short and rare.
-                group = self._create(called_ae, calling_ae, study_uid)
+        while True:
+            with self._lock:
+                group = self._groups.get(key)
+                if group is not None:
+                    group.inflight += 1
+                    return Slot(group, self._lock)
+                creation = self._creating.get(key)
+                mine = creation is None
+                if creation is None:
+                    creation = self._creating[key] = _Creation()
+            if mine:
+                break
+            # Another instance of the study is creating its job: wait for it, share its outcome
+            # (concurrent first instances of one study must not make two jobs).
+            creation.done.wait()
+            if creation.error is not None:
+                raise creation.error
+        # The store is written without the lock held: a slow or locked store delays only the
+        # instances of this new study, never those of studies already receiving.
+        try:
+            group = self._create(called_ae, calling_ae, study_uid)
+        except (OSError, sqlite3.Error) as exc:
+            creation.error = exc
+            raise
+        else:
+            with self._lock:
                 self._groups[key] = group
-            group.inflight += 1
-        return Slot(group, self._lock)
+                group.inflight += 1
+            return Slot(group, self._lock)
+        finally:
+            with self._lock:
+                del self._creating[key]
+            creation.done.set()
 
     def release(self, slot: Slot) -> None:
         """End a reservation; the instance counts if :meth:`Slot.stored` was called."""

@@ -93,12 +93,13 @@ def _hold_lock(database: Path, seconds: float, locked: threading.Event) -> subpr
 
 
 def test_a_locked_job_store_is_survived(adapter_factory: Callable[..., Adapter], tmp_path: Path) -> None:
-    a = adapter_factory(**{"completion.quiet-seconds": 1}).start()
+    # The first study's quiet window ends while the store is locked: closing its job must wait.
+    a = adapter_factory(**{"completion.quiet-seconds": 3}).start()
     study = write_series(tmp_path / "a", 2, rows=64, cols=64)
     assert storescu(a.port, study.files[:1]).returncode == 0
     database = a.root / "jobs.sqlite3"
     assert database.exists()
-    locker = _hold_lock(database, 13, threading.Event())
+    locker = _hold_lock(database, 16, threading.Event())
     try:
         # Longer than the store's 10 s busy timeout: the grouping tick that closes the job fails.
         other = write_series(tmp_path / "b", 1, rows=64, cols=64)
@@ -115,4 +116,4 @@ def test_a_locked_job_store_is_survived(adapter_factory: Callable[..., Adapter],
     jobs = a.wait_jobs("ready", 2, timeout=15)
     assert {j["study_uid"]: j["instance_count"] for j in jobs} == {study.study_uid: 1, other.study_uid: 1}
     assert _alive(a)
-    assert "job store unavailable" in a.log() and "Traceback" not in a.log()
+    assert "job store unavailable" in a.log() and "Traceback" not in a.log(), a.log()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ctseries import write_series
@@ -154,3 +157,27 @@ def test_an_image_without_pixel_data_is_refused(grouper: Grouper, tmp_path: Path
     cut = dataset.index(b"\xe0\x7f\x10\x00")  # a whole dataset, but without its Pixel Data
     assert _receive(grouper, sop_uid, dataset[:cut], 100) == instance.DATASET_MISMATCH
     assert grouper.tick() == [] and _files(tmp_path / "payloads") == []
+
+
+def test_a_slow_job_store_delays_only_the_new_study(grouper: Grouper, monkeypatch: pytest.MonkeyPatch) -> None:
+    grouper.release(grouper.reserve("OrganSeg", "SENDER", "1.2.3"))  # a study already receiving
+    store = grouper._store
+    unblock, create = threading.Event(), store.create
+
+    def slow_create(*args: Any, **kwargs: Any) -> None:
+        unblock.wait(10)  # e.g. another process holds the store's write lock
+        create(*args, **kwargs)
+
+    monkeypatch.setattr(store, "create", slow_create)
+    slots: list[Any] = []
+    new_study = [threading.Thread(target=lambda: slots.append(grouper.reserve("OrganSeg", "SENDER", "1.2.4")))
+                 for _ in range(2)]
+    for thread in new_study:
+        thread.start()
+    started = time.monotonic()
+    grouper.release(grouper.reserve("OrganSeg", "SENDER", "1.2.3"))
+    assert time.monotonic() - started < 1
+    unblock.set()
+    for thread in new_study:
+        thread.join(10)
+    assert len(slots) == 2 and slots[0].job_id == slots[1].job_id  # one job for the new study
