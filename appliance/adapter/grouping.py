@@ -112,19 +112,24 @@ class Slot:
 class Grouper:
     """Keeps the open groups; thread-safe (C-STORE handlers run on one thread per association).
 
-    ``bindings`` maps a called AE title to its configuration (workflow, destinations);
-    ``quiet_seconds`` is the completion window; ``clock`` is monotonic seconds (for tests).
+    ``store`` is the job store, or a function that opens it: then it is opened at first use and
+    again after a failed open, so a store that cannot be opened at start (locked, disk full) is
+    a fault like any other, not the end of the process. ``bindings`` maps a called AE title to
+    its configuration (workflow, destinations); ``quiet_seconds`` is the completion window;
+    ``clock`` is monotonic seconds (for tests).
     """
 
     def __init__(
         self,
-        store: JobStore,
+        store: JobStore | Callable[[], JobStore],
         layout: PayloadLayout,
         bindings: Callable[[str], AeTitleConfig | None],
         quiet_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
+        self._opened = store if isinstance(store, JobStore) else None
+        self._open = store if not isinstance(store, JobStore) else None
+        self._open_lock = threading.Lock()
         self._layout = layout
         self._bindings = bindings
         self._quiet = quiet_seconds
@@ -135,6 +140,21 @@ class Grouper:
         self._unclosed: list[_Group] = []  # closes that failed (store error); retried each tick
         self._recovered = False
         self._trouble: str | None = None  # the store error being reported, while it lasts
+
+    @property
+    def _store(self) -> JobStore:
+        """The job store, opened on first use; raises a store error while it cannot be opened."""
+        if self._opened is None:
+            with self._open_lock:
+                if self._opened is None:
+                    assert self._open is not None
+                    self._opened = self._open()
+        return self._opened
+
+    def close(self) -> None:
+        """Close the job store, if it was opened."""
+        if self._opened is not None:
+            self._opened.close()
 
     def open_groups(self) -> int:
         """How many groups are receiving."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 
 from appliance import systemd
@@ -26,8 +25,9 @@ class Adapter:
         self.config = config
         self.layout = PayloadLayout(config.storage.root)
         make_dirs(config.storage.root)
-        self.store = JobStore(config.storage.database)
-        self.grouper = Grouper(self.store, self.layout, config.dicom.scp.ae_title,
+        # Opened at first use, so that a locked or full job store at start is a fault the adapter
+        # rides out (C-STORE answers 0xA700 meanwhile), not a crash loop.
+        self.grouper = Grouper(lambda: JobStore(config.storage.database), self.layout, config.dicom.scp.ae_title,
                                config.completion.quiet_seconds)
         self.scp = StorageSCP(config.dicom.scp, self.grouper, spill_dir=str(config.storage.root),
                               receiver=receiver)
@@ -45,17 +45,14 @@ class Adapter:
     def run(self) -> int:
         """Serve until :meth:`request_stop` (SIGTERM/SIGINT in the CLI); return the exit status.
 
-        No fault while serving ends it: a failing grouping tick is logged and tried again. The
+        No fault while serving ends it: a failing grouping tick (the job store locked, the disk
+        full) is logged and tried again at the next tick. The
         systemd watchdog is pinged only while the main loop turns and the SCP's accept and gate
         loops do, so a stuck process is restarted by systemd.
         """
-        try:
-            resumed = self.grouper.recover()
-            if resumed:
-                LOG.info("resumed %d receiving group(s) from the previous run", resumed)
-        except (sqlite3.Error, OSError) as exc:
-            LOG.error("cannot resume the groups of the previous run yet: %s; C-STORE answers 0xA700 "
-                      "until the job store answers (retried every tick)", exc)
+        # The previous run's open groups are resumed by the first tick (or the first C-STORE,
+        # whichever comes first); until then nothing is stored, and a store that cannot be opened
+        # yet delays that, not the start.
         self.scp.start()
         systemd.notify(f"READY=1\nSTATUS=listening on port {self.scp.port}")
         watchdog = systemd.Watchdog()
@@ -78,6 +75,6 @@ class Adapter:
             self.scp.stop()
             # Save progress of open groups; they stay 'receiving' and resume at the next start.
             self.grouper.tick()
-            self.store.close()
+            self.grouper.close()
             LOG.info("stopped")
         return 0

@@ -117,3 +117,25 @@ def test_a_locked_job_store_is_survived(adapter_factory: Callable[..., Adapter],
     assert {j["study_uid"]: j["instance_count"] for j in jobs} == {study.study_uid: 1, other.study_uid: 1}
     assert _alive(a)
     assert "database is locked" in a.log() and "Traceback" not in a.log()
+
+
+def test_a_job_store_locked_at_start_delays_only_storing(adapter_factory: Callable[..., Adapter],
+                                                         tmp_path: Path) -> None:
+    a = adapter_factory().start()
+    assert a.stop() == 0  # the store exists now
+    locker = _hold_lock(a.root / "jobs.sqlite3", 14, threading.Event())
+    try:
+        started = time.monotonic()
+        a.start()  # READY at once: the store is opened and the groups resumed by the first tick
+        assert time.monotonic() - started < 5
+        assert echoscu(a.port).returncode == 0
+        study = write_series(tmp_path / "a", 1, rows=64, cols=64)
+        refused = storescu(a.port, study.files, timeout=60)
+        assert refused.returncode != 0 or "0xa700" in (refused.stdout + refused.stderr).lower()
+        assert _alive(a), a.log()
+    finally:
+        locker.wait(30)
+    wait_for(lambda: storescu(a.port, study.files).returncode == 0, 15, "storing to resume")
+    (job,) = a.wait_jobs("ready", 1)
+    assert job["study_uid"] == study.study_uid
+    assert "Traceback" not in a.log()
