@@ -139,6 +139,7 @@ class Grouper:
         self._creating: dict[tuple[str, str], _Creation] = {}
         self._unclosed: list[_Group] = []  # closes that failed (store error); retried each tick
         self._recovered = False
+        self._recover_lock = threading.Lock()
         self._trouble: str | None = None  # the store error being reported, while it lasts
 
     @property
@@ -314,38 +315,42 @@ class Grouper:
         LOG.info("job %s: discarded (no instance stored)", job_id)
 
     def recover(self) -> int:
-        """Rebuild open groups from ``receiving`` jobs after a restart; return how many.
+        """Rebuild open groups from ``receiving`` jobs after a restart; return how many (0 when
+        already done).
 
         Raises a store or file-system error, having changed nothing in memory; the next
-        :meth:`tick` or :meth:`reserve` tries again.
+        :meth:`tick` or :meth:`reserve` tries again. Runs once, before any job is created: a
+        recovery that ran beside a creation would take the new, still empty job for one a crash
+        left behind and delete it.
         """
-        jobs = self._store.list_jobs([JobState.RECEIVING])
-        now = self._clock()
-        resumed: dict[tuple[str, str], _Group] = {}
-        for job in jobs:
-            input_dir = self._layout.input_dir(job.id)
-            removed = remove_temporaries(input_dir)
-            sops = (
-                {p.name[: -len(INSTANCE_SUFFIX)] for p in input_dir.iterdir()
-                 if p.name.endswith(INSTANCE_SUFFIX) and not p.name.startswith(".")}
-                if input_dir.is_dir() else set()
-            )
-            if removed:
-                LOG.warning("job %s: removed %d half-written file(s) left by a crash", job.id, removed)
-            if not sops:
-                self._discard(job.id)
-                continue
-            key = (job.called_ae, job.study_uid)
-            older = resumed.get(key)
-            if older is not None:  # cannot normally happen; never merge two jobs
-                self._close(older)
-            resumed[key] = _Group(job.id, job.called_ae, job.study_uid, input_dir, now, time.time(), sops,
-                                  dirty=True)
-        with self._lock:
+        with self._recover_lock:
             if self._recovered:
-                return len(resumed)
-            self._groups.update(resumed)
-            self._recovered = True
+                return 0
+            jobs = self._store.list_jobs([JobState.RECEIVING])
+            now = self._clock()
+            resumed: dict[tuple[str, str], _Group] = {}
+            for job in jobs:
+                input_dir = self._layout.input_dir(job.id)
+                removed = remove_temporaries(input_dir)
+                sops = (
+                    {p.name[: -len(INSTANCE_SUFFIX)] for p in input_dir.iterdir()
+                     if p.name.endswith(INSTANCE_SUFFIX) and not p.name.startswith(".")}
+                    if input_dir.is_dir() else set()
+                )
+                if removed:
+                    LOG.warning("job %s: removed %d half-written file(s) left by a crash", job.id, removed)
+                if not sops:
+                    self._discard(job.id)
+                    continue
+                key = (job.called_ae, job.study_uid)
+                older = resumed.get(key)
+                if older is not None:  # cannot normally happen; never merge two jobs
+                    self._close(older)
+                resumed[key] = _Group(job.id, job.called_ae, job.study_uid, input_dir, now, time.time(), sops,
+                                      dirty=True)
+            with self._lock:
+                self._groups.update(resumed)
+                self._recovered = True
         for group in resumed.values():
             LOG.info("job %s: resumed receiving, %d instance(s) on disk", group.job_id, len(group.sops))
         return len(resumed)

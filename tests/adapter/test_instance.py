@@ -181,3 +181,12 @@ def test_a_slow_job_store_delays_only_the_new_study(grouper: Grouper, monkeypatc
     for thread in new_study:
         thread.join(10)
     assert len(slots) == 2 and slots[0].job_id == slots[1].job_id  # one job for the new study
+
+
+def test_recovery_runs_once_and_never_beside_a_new_job(grouper: Grouper, tmp_path: Path) -> None:
+    # The first C-STORE may resume the previous run's groups itself; a later recovery (the tick's)
+    # must not take the new job, still without instances, for one a crash left empty.
+    slot = grouper.reserve("OrganSeg", "SENDER", "1.2.3")
+    assert grouper.recover() == 0
+    assert (tmp_path / "payloads" / slot.job_id / "input").is_dir()
+    grouper.release(slot)
