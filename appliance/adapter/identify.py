@@ -26,6 +26,7 @@ capital letters has a 2-byte length.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import zlib
@@ -42,6 +43,11 @@ _UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
                        b"UT", b"UV"})
 _UID_VALUE_MAX = 128  # bytes kept of a UID value; a longer one is invalid anyway (64 characters)
+# Element headers, by byte order: (group, element, length) implicit; (group, element, VR, 16-bit
+# length) explicit; the 32-bit length of a long explicit VR or of an item/delimiter.
+_IMPLICIT = {True: struct.Struct("<HHL"), False: struct.Struct(">HHL")}
+_EXPLICIT = {True: struct.Struct("<HH2sH"), False: struct.Struct(">HH2sH")}
+_LENGTH32 = {True: struct.Struct("<L"), False: struct.Struct(">L")}
 _INFLATE_CHUNK = 1 << 16  # bytes of inflated output per step, so memory stays bounded
 
 
@@ -84,14 +90,22 @@ class _Frame:
     little: bool
 
 
+@functools.lru_cache(maxsize=64)
+def _syntax(transfer_syntax: str) -> tuple[bool, bool, bool]:
+    """(implicit VR, little endian, deflated) of a transfer syntax."""
+    ts = UID(transfer_syntax)
+    return bool(ts.is_implicit_VR), bool(ts.is_little_endian), bool(ts.is_deflated)
+
+
 class DatasetWalker:
     """Walks one dataset in ``transfer_syntax`` as it is fed (see the module doc)."""
 
     def __init__(self, transfer_syntax: str) -> None:
-        ts = UID(transfer_syntax)
-        self._implicit = bool(ts.is_implicit_VR)
-        self._little = bool(ts.is_little_endian)
-        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if ts.is_deflated else None
+        implicit, little, deflated = _syntax(transfer_syntax)
+        self._implicit = implicit  # of the current level: the top, or the innermost open frame
+        self._little = little
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflated else None
+        self._top = _Frame(items=False, implicit=implicit, little=little)
         self._header = bytearray()  # the bytes of an element header not complete yet
         self._skip = 0  # value bytes still to pass
         self._capture: int | None = None  # tag whose value is being kept
@@ -176,61 +190,70 @@ class DatasetWalker:
                 pos += n
                 self._pos += n
                 continue
-            if not self._header:
-                size = self._header_size(data[pos:pos + 6])
-                if end - pos >= size:  # the common case: the whole header is here
-                    header = data[pos:pos + size]
-                    pos += size
-                    self._pos += size
-                    self._element(header)
-                    continue
-            # A header split across fragments: gather it (the size is known after 6 bytes).
-            size = self._header_size(self._header)
-            take = min(size - len(self._header), end - pos)
-            self._header += data[pos:pos + take]
-            pos += take
-            self._pos += take
-            if len(self._header) == self._header_size(self._header):
-                header, self._header = memoryview(bytes(self._header)), bytearray()
-                self._element(header)
+            if self._header:
+                # A header split across fragments: gather it, 8 bytes, then 4 more for a long VR.
+                take = min((8 if len(self._header) < 8 else 12) - len(self._header), end - pos)
+                self._header += data[pos:pos + take]
+                pos += take
+                self._pos += take
+                header = bytes(self._header)
+                if self._header_at(header, 0, len(header)):
+                    self._header = bytearray()
+                continue
+            size = self._header_at(data, pos, end)
+            if size:
+                pos += size
+                self._pos += size
+            else:  # the header goes on in the next fragment
+                self._header += data[pos:end]
+                self._pos += end - pos
+                pos = end
 
-    def _encoding(self) -> tuple[bool, bool]:
-        """(implicit, little endian) of the current level."""
-        if self._stack:
-            return self._stack[-1].implicit, self._stack[-1].little
-        return self._implicit, self._little
+    def _header_at(self, data: bytes | memoryview, pos: int, end: int) -> int:
+        """Act on the element header at ``data[pos:]``; return its size, or 0 if it does not
+        end before ``end`` (nothing done then)."""
+        if end - pos < 8:
+            return 0
+        little = self._little
+        if self._implicit:
+            group, element, length = _IMPLICIT[little].unpack_from(data, pos)
+            size, vr, implicit = 8, b"", True
+        else:
+            group, element, vr, length = _EXPLICIT[little].unpack_from(data, pos)
+            size, implicit = 8, False
+            if group == 0xFFFE or not (b"AA" <= vr <= b"ZZ"):
+                # An item or delimiter; or explicit VR negotiated but not sent for this element:
+                # read it as implicit, as pydicom does (some writers switch inside sequences).
+                (length,) = _LENGTH32[little].unpack_from(data, pos + 4)
+                vr, implicit = b"", True
+            elif vr in _LONG_VRS:
+                if end - pos < 12:
+                    return 0
+                (length,) = _LENGTH32[little].unpack_from(data, pos + 8)
+                size = 12
+            # else a short VR, or an unknown one: the 2-byte length, as pydicom reads it
+        self._element(group, element, vr, length, implicit)
+        return size
 
-    def _header_size(self, start: bytes | bytearray | memoryview) -> int:
-        """Bytes of the element header that begins with ``start``: 12 for an explicit long VR,
-        else 8 (also while fewer than 6 bytes are known)."""
-        implicit, little = self._encoding()
-        if implicit or len(start) < 6 or bytes(start[:2]) == (b"\xfe\xff" if little else b"\xff\xfe"):
-            return 8
-        return 12 if bytes(start[4:6]) in _LONG_VRS else 8
+    def _push(self, frame: _Frame) -> None:
+        self._stack.append(frame)
+        self._implicit, self._little = frame.implicit, frame.little
 
-    def _element(self, header: memoryview) -> None:
-        implicit, little = self._encoding()
-        order = "<" if little else ">"
-        group, element = struct.unpack_from(order + "HH", header)
+    def _pop(self) -> None:
+        self._stack.pop()
+        outer = self._stack[-1] if self._stack else self._top
+        self._implicit, self._little = outer.implicit, outer.little
+
+    def _element(self, group: int, element: int, vr: bytes, length: int, implicit: bool) -> None:
         tag = group << 16 | element
         if group == 0xFFFE:
-            self._delimiter(tag, struct.unpack_from(order + "L", header, 4)[0])
+            self._delimiter(tag, length)
             return
-        if self._stack and self._stack[-1].items:
+        stack = self._stack
+        if stack and stack[-1].items:
             self._fail(f"element ({group:04X},{element:04X}) where a sequence item was expected")
             return
-        vr = bytes(header[4:6]) if not implicit else b""
-        if implicit or not (b"AA" <= vr <= b"ZZ"):
-            # Implicit VR; or explicit VR negotiated but not sent for this element: read it as
-            # implicit, as pydicom does (some writers switch inside sequences).
-            (length,) = struct.unpack_from(order + "L", header, 4)
-            vr, implicit = b"", True
-        elif vr in _LONG_VRS:
-            (length,) = struct.unpack_from(order + "L", header, 8)
-        else:  # a short VR, or an unknown one: 2-byte length, as pydicom reads it
-            (length,) = struct.unpack_from(order + "H", header, 6)
-        top = not self._stack
-        if top and tag > _SERIES:
+        if not stack and tag > _SERIES:
             self._settled = True
             self._pixels = self._pixels or tag in _PIXEL_DATA
         if length == _UNDEFINED:
@@ -239,12 +262,13 @@ class DatasetWalker:
                 return
             # UN of undefined length holds implicit VR little endian (PS3.5 6.2.2).
             un = vr == b"UN"
-            self._stack.append(_Frame(items=True, implicit=implicit or un, little=True if un else little))
+            self._push(_Frame(items=True, implicit=implicit or un, little=True if un else self._little))
             return
-        if top and tag in (_STUDY, _SERIES) and length:
-            self._capture, self._value = tag, bytearray()
-        elif top and tag in (_STUDY, _SERIES):
-            self._store(tag, "")
+        if not stack and tag in (_STUDY, _SERIES):
+            if length:
+                self._capture, self._value = tag, bytearray()
+            else:
+                self._store(tag, "")
         self._skip = length
 
     def _delimiter(self, tag: int, length: int) -> None:
@@ -253,11 +277,11 @@ class DatasetWalker:
             self._fail(f"item or delimiter ({tag >> 16:04X},{tag & 0xFFFF:04X}) at the top level")
         elif tag == _ITEM and frame.items:
             if length == _UNDEFINED:
-                self._stack.append(_Frame(items=False, implicit=frame.implicit, little=frame.little))
+                self._push(_Frame(items=False, implicit=frame.implicit, little=frame.little))
             else:
                 self._skip = length
         elif (tag == _SEQUENCE_END and frame.items) or (tag == _ITEM_END and not frame.items):
-            self._stack.pop()
+            self._pop()
         else:
             self._fail(f"unexpected ({tag >> 16:04X},{tag & 0xFFFF:04X})")
 
