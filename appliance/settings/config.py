@@ -262,10 +262,14 @@ class ExportConfig:
 @with_config(KEBAB_KEYS)
 @dataclass(frozen=True)
 class TritonUrls:
-    """Triton endpoints that replace the workflows' own, per protocol (None keeps each workflow's)."""
+    """Triton endpoints that replace the workflows' own, per protocol (None keeps each workflow's),
+    and the key of the server's restricted APIs."""
 
     http_url: Annotated[HostPort | None, Field(description="(new) host:port for workflows using HTTP")] = None
     grpc_url: Annotated[HostPort | None, Field(description="(new) host:port for workflows using gRPC")] = None
+    key_file: Annotated[FilePath | None, Field(
+        description="(new) file holding the key of the server's restricted APIs (shared memory, model control), "
+                    "sent with every request; the triton role writes /var/lib/triton/api-key")] = None
 
 
 @with_config(KEBAB_KEYS)
