@@ -8,7 +8,7 @@ import threading
 from appliance import systemd
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.scp import Receiver, StorageSCP
-from appliance.jobs import JobStore
+from appliance.jobs import Intake, migrate, open_database
 from appliance.settings import AdapterConfig
 from appliance.storage import PayloadLayout, make_dirs
 
@@ -27,11 +27,21 @@ class Adapter:
         make_dirs(config.storage.root)
         # Opened at first use, so that a locked or full job store at start is a fault the adapter
         # rides out (C-STORE answers 0xA700 meanwhile), not a crash loop.
-        self.grouper = Grouper(lambda: JobStore(config.storage.database), self.layout, config.dicom.scp.ae_title,
+        self.grouper = Grouper(self._open_intake, self.layout, config.dicom.scp.ae_title,
                                config.completion.quiet_seconds)
         self.scp = StorageSCP(config.dicom.scp, self.grouper, spill_dir=str(config.storage.root),
                               receiver=receiver)
         self._stop = threading.Event()
+
+    def _open_intake(self) -> Intake:
+        """Open and migrate the job store (StoreError while it cannot be)."""
+        db = open_database(self.config.storage.job_store)
+        try:
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return Intake(db)
 
     @property
     def tick_seconds(self) -> float:

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 class JobState(str, enum.Enum):
     """Life cycle of a job. Arrows are the only transitions :class:`~appliance.jobs.JobStore` allows.
 
-    ``receiving`` -> ``ready`` -> ``running`` -> ``exporting`` -> ``sending`` -> ``done``;
-    ``running``/``sending`` -> ``failed``; ``failed`` -> ``ready`` or ``exporting`` (retry).
+    ``receiving`` -> ``ready`` -> ``running`` -> ``exporting`` -> ``done``;
+    ``running``/``exporting`` -> ``failed``; ``failed`` -> ``ready`` or ``exporting`` (retry).
+    While a job is ``exporting``, each of its destinations is an :class:`ExportTask` of its own.
     """
 
     RECEIVING = "receiving"  #: the adapter still adds instances (quiet window not over)
     READY = "ready"  #: complete; waits for the pipeline worker
-    RUNNING = "running"  #: claimed by the pipeline worker
-    EXPORTING = "exporting"  #: pipeline done; results wait for the exporter
-    SENDING = "sending"  #: claimed by the exporter
+    RUNNING = "running"  #: claimed by a pipeline worker (under a lease)
+    EXPORTING = "exporting"  #: pipeline done; the exporters send the results (one task per destination)
     DONE = "done"  #: results delivered to every destination (or there were none)
     FAILED = "failed"  #: see ``error`` and ``failed_phase``
 
@@ -27,8 +27,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.RECEIVING: frozenset({JobState.READY}),
     JobState.READY: frozenset({JobState.RUNNING}),
     JobState.RUNNING: frozenset({JobState.EXPORTING, JobState.DONE, JobState.FAILED, JobState.READY}),
-    JobState.EXPORTING: frozenset({JobState.SENDING}),
-    JobState.SENDING: frozenset({JobState.DONE, JobState.FAILED, JobState.EXPORTING}),
+    JobState.EXPORTING: frozenset({JobState.DONE, JobState.FAILED}),
     JobState.DONE: frozenset(),
     JobState.FAILED: frozenset({JobState.READY, JobState.EXPORTING}),
 }
@@ -40,6 +39,11 @@ class InvalidTransition(ValueError):
 
 class UnknownJob(KeyError):
     """No job has this ID."""
+
+
+class LeaseLost(RuntimeError):
+    """This process no longer holds the claim it tried to use: its lease expired (it stalled, or lost
+    the database for longer than the lease) and another process may have taken the work over."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class Job:
     error: str | None
     failed_phase: str | None  #: "pipeline" or "export" when state is failed
     resumes: int = 0  #: times this attempt was resumed after a worker crash or kill
+    lease_owner: str | None = None  #: ``host:pid:tag`` of the worker running it, while ``running``
+    lease_expires: float | None = None  #: when that claim lapses unless renewed (database clock)
 
 
 @dataclass(frozen=True)
@@ -106,3 +112,26 @@ class ExportRecord:
     failed: int
     detail: str
     at: float
+
+
+@dataclass(frozen=True)
+class ExportTask:
+    """Sending one job's results to one destination: a claimed, leased unit of the export queue.
+
+    ``state``: ``pending`` (due at ``not_before``, UNIX seconds on the database's clock),
+    ``sending`` (claimed by ``lease_owner`` until ``lease_expires``), ``sent`` or ``failed``.
+    ``tries`` counts associations tried in this ``attempt`` of the job; ``delivered`` names the
+    result files the destination already acknowledged, which are never sent again.
+    """
+
+    job_id: str
+    destination: str
+    attempt: int
+    state: str
+    tries: int
+    not_before: float
+    delivered: tuple[str, ...]
+    lease_owner: str | None
+    lease_expires: float | None
+    detail: str
+    updated_at: float
