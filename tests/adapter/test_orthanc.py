@@ -13,7 +13,7 @@ from adapterkit import Adapter, Exporter, Orthanc, base_config, free_port, store
 from ctseries import Series
 from pydicom.uid import generate_uid
 
-from appliance.jobs import JobState, JobStore
+from appliance.jobs import JobStore, PipelineQueue
 
 
 @pytest.fixture
@@ -55,7 +55,8 @@ def _config(tmp: Path, port: int, pacs_port: int, pacs_ae: str = "ORTHANC", **ov
 def _run_pipeline(adapter: Adapter) -> tuple[str, str]:
     """Stand in for the pipeline worker: claim the ready job, write a derived series as results."""
     with JobStore(adapter.root / "jobs.sqlite3") as store:
-        job = store.claim_next_ready()
+        queue = PipelineQueue(store.db, "test", 30)
+        job = queue.claim()
         assert job is not None
         out = adapter.root / job.id / "output"
         out.mkdir()
@@ -65,7 +66,7 @@ def _run_pipeline(adapter: Adapter) -> tuple[str, str]:
             ds.SeriesInstanceUID = series_uid
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
             ds.save_as(out / f"{ds.SOPInstanceUID}.dcm")
-        store.set_state(job.id, JobState.EXPORTING)
+        queue.hand_over(job)
         return job.id, series_uid
 
 

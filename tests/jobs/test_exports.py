@@ -7,8 +7,17 @@ from collections.abc import Callable
 
 import pytest
 
-from appliance.jobs import Database, ExportQueue, ExportRecord, ExportTask, Intake, JobState, JobStore, LeaseLost
-from appliance.jobs import PipelineQueue
+from appliance.jobs import (
+    Database,
+    ExportQueue,
+    ExportRecord,
+    ExportTask,
+    Intake,
+    JobState,
+    JobStore,
+    LeaseLost,
+    PipelineQueue,
+)
 
 from .test_store import new_job
 
