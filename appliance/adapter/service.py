@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 from appliance import systemd
@@ -41,7 +42,8 @@ class Adapter:
         except BaseException:
             db.close()
             raise
-        return Intake(db)
+        # Its name on the jobs it receives: the same after a restart, different for each adapter of a fleet.
+        return Intake(db, owner=f"{socket.gethostname()}:{self.config.dicom.scp.port}")
 
     @property
     def tick_seconds(self) -> float:

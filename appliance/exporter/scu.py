@@ -64,7 +64,10 @@ def _converted(path: Path, syntax: str) -> Dataset:
     ds = dcmread(path)
     own = UID(ds.file_meta.TransferSyntaxUID)
     if own.is_compressed:
-        ds.decompress()  # now Explicit VR Little Endian; pynetdicom converts to Implicit if asked
+        # Now Explicit VR Little Endian (pynetdicom converts to Implicit if that was accepted); the
+        # same instance in another syntax, so it keeps its SOP Instance UID (pydicom's default
+        # would make a new one, and the destination would hold two instances).
+        ds.decompress(generate_instance_uid=False)
     elif not own.is_little_endian:
         raise ValueError(f"{own.name} is not converted")
     return ds

@@ -12,10 +12,15 @@ from appliance.jobs.model import InvalidTransition, Job, JobState
 
 
 class Intake:
-    """Receiving jobs in ``db`` (see :mod:`appliance.adapter.grouping` for the policy)."""
+    """Receiving jobs in ``db`` (see :mod:`appliance.adapter.grouping` for the policy), as the
+    adapter ``owner``: a name that stays the same across its restarts (``host:port``). Jobs are
+    created in its name, and :meth:`receiving` returns only its own (and those of releases that
+    kept no owner), so an adapter that restarts never adopts the open groups of another adapter
+    sharing the job store."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, owner: str | None = None) -> None:
         self.db = db
+        self.owner = owner
 
     def create(self, job_id: str, *, called_ae: str, calling_ae: str, study_uid: str, workflow: str,
                destinations: Iterable[str] = ()) -> Job:
@@ -26,9 +31,9 @@ class Intake:
                              (called_ae, study_uid)).fetchone()
             previous = int(row[0]) if row else 0
             tx.execute("INSERT INTO jobs (id, state, called_ae, calling_ae, study_uid, workflow, destinations,"
-                       " version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       " version, created_at, updated_at, intake_owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (job_id, JobState.RECEIVING.value, called_ae, calling_ae, study_uid, workflow,
-                        json.dumps(list(destinations)), previous + 1, now, now))
+                        json.dumps(list(destinations)), previous + 1, now, now, self.owner))
             return rows.get(tx, job_id)
 
     def update_progress(self, job_id: str, instance_count: int, last_instance_at: float) -> None:
@@ -50,9 +55,10 @@ class Intake:
                 raise InvalidTransition(f"{job_id}: only a receiving job can be deleted")
 
     def receiving(self) -> list[Job]:
-        """Jobs still ``receiving``, oldest first."""
-        found = self.db.read(f"SELECT {rows.JOB_COLUMNS} FROM jobs WHERE state = ? ORDER BY created_at, id",
-                             (JobState.RECEIVING.value,))
+        """This adapter's jobs still ``receiving``, oldest first."""
+        found = self.db.read(f"SELECT {rows.JOB_COLUMNS} FROM jobs WHERE state = ?"
+                             " AND (intake_owner IS NULL OR intake_owner = ?) ORDER BY created_at, id",
+                             (JobState.RECEIVING.value, self.owner))
         return [rows.job(r) for r in found]
 
     def take_completion_requests(self) -> list[str]:

@@ -120,8 +120,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         ("stages", "duration_s", "{real}"),
         ("stages", "attempt", "INTEGER"),
     )),
-    Migration(3, "leased claims of jobs; per-destination export tasks", (
+    Migration(3, "leased claims of jobs; per-destination export tasks; the adapter receiving a job", (
         "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE jobs ADD COLUMN intake_owner TEXT",
         "ALTER TABLE jobs ADD COLUMN lease_expires {real}",
         "CREATE INDEX stages_job ON stages (job_id)",
         "CREATE INDEX exports_job ON exports (job_id)",

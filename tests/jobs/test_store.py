@@ -140,3 +140,12 @@ def test_completion_requests_are_taken_once(store: JobStore) -> None:
     assert store.request_completion("1.2.3") == 1  # asking twice keeps one request
     assert intake.take_completion_requests() == ["1.2.3"]
     assert intake.take_completion_requests() == []
+
+
+def test_an_adapter_resumes_only_its_own_receiving_jobs(store: JobStore) -> None:
+    """Two adapters share the store: the one that restarts must not adopt the other's open groups."""
+    first, second = Intake(store.db, owner="host:104"), Intake(store.db, owner="host:11104")
+    new_job(first, "J1", study="1.1")
+    new_job(second, "J2", study="1.2")
+    assert [j.id for j in Intake(store.db, owner="host:104").receiving()] == ["J1"]
+    assert [j.id for j in second.receiving()] == ["J2"]
