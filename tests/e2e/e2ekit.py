@@ -116,8 +116,8 @@ def seg_in_orthanc(pacs: Orthanc, series_uid: str, timeout: float = 10.0) -> str
     return str(found[0])
 
 
-__all__ = ["APPLIANCE", "Fleet", "Orthanc", "Stack", "Worker", "free_port", "seg_in_orthanc", "stack_config",
-           "storescu", "system_tool", "wait_for"]
+__all__ = ["APPLIANCE", "Exporter", "Fleet", "Orthanc", "Stack", "Worker", "free_port", "seg_in_orthanc",
+           "stack_config", "storescu", "system_tool", "wait_for"]
 
 
 class Fleet:
@@ -130,7 +130,7 @@ class Fleet:
         self.spool = folder / "spool"
         self.database_url = database_url
         config = stack_config(self.spool, 0, pacs_port, triton, **worker)
-        config["storage"] = {"root": str(self.spool), "database-url": database_url, "lease-seconds": 3}
+        config["storage"] = {"root": str(self.spool), "database-url": database_url, "lease-seconds": 5}
         config["worker"]["workers"] = 1
         config["dicom"]["scu"]["destinations"][0]["ae-title"] = "PACS"
         self.processes: list[Adapter] = []

@@ -33,11 +33,11 @@ KILLS = 20
 
 @pytest.fixture(scope="module")
 def small_studies(tmp_path_factory: pytest.TempPathFactory) -> list[PhantomFiles]:
-    """Twenty 64 x 64 x 16 phantom studies, each with its own UIDs."""
+    """Twenty 64 x 64 x 24 phantom studies (the workflows want 20 slices or more), each with its own UIDs."""
     if system_tool("storescp") is None:
         pytest.skip("dcmtk not installed (apt-get install dcmtk)")
     folder = tmp_path_factory.mktemp("studies")
-    return [write_phantom(folder / f"s{n}", PhantomSpec(size=64, slices=16, seed=100 + n)) for n in range(STUDIES)]
+    return [write_phantom(folder / f"s{n}", PhantomSpec(size=64, slices=24, seed=100 + n)) for n in range(STUDIES)]
 
 
 @pytest.fixture
