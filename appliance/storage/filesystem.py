@@ -70,13 +70,16 @@ def existing_ancestor(path: Path) -> Path:
 
 
 def mount_of(path: Path, mountinfo: str | None = None) -> Mount | None:
-    """The mount ``path`` is on (the last-mounted of the longest matching mount points)."""
+    """The mount ``path`` is on (the last-mounted of the longest matching mount points), from this
+    process's mountinfo, or from ``mountinfo`` (another host's text: then ``path`` is taken as written)."""
     if mountinfo is None:
         try:
             mountinfo = Path("/proc/self/mountinfo").read_text()
         except OSError:
             return None
-    target = existing_ancestor(path)
+        target = existing_ancestor(path)
+    else:
+        target = Path(os.path.abspath(path))
     best: Mount | None = None
     for mount in parse_mountinfo(mountinfo):
         if (target == mount.point or mount.point in target.parents) and (
