@@ -7,7 +7,6 @@ Used by the end-to-end tests and ``benchmarks/pipeline.py``. Builds on the adapt
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ from adapterkit import (  # noqa: E402
     wait_for,
 )
 
-from appliance.jobs import Job, JobState, JobStore, StageRecord  # noqa: E402
+from appliance.jobs import Job, JobState, JobStore, StageRecord, StoreError  # noqa: E402
 from appliance.triton_local import Ports  # noqa: E402
 
 #: Called AE title -> workflow of the stack's adapter (the shipped workflows, by name).
@@ -84,7 +83,7 @@ class Stack:
         try:
             with JobStore(self.database) as store:
                 return store.list_jobs()
-        except sqlite3.OperationalError:  # a writer holds the lock longer than the busy timeout
+        except StoreError:  # a writer holds the lock longer than the busy timeout
             return []
 
     def stages(self, job_id: str) -> list[StageRecord]:
