@@ -29,6 +29,17 @@ What the gate does with each accepted connection:
   the reads pynetdicom's threads block in, so the process can stop whatever the peers do.
 
 A summary of what was closed and why is logged at most once a minute.
+
+**TLS** (``dicom.scp.tls``). The gate wraps each accepted socket with the SCP's SSL context
+(``SSLContext.wrap_socket(..., do_handshake_on_connect=False)``) and runs the handshake without
+blocking, a step at a time as the peer's bytes arrive, under the same ARTIM deadline and pending
+caps. pynetdicom's own ``ssl_context`` is not used: its server handshakes in the accept loop, where
+one silent peer would stall every other sender. A failed handshake (a plain-TCP sender, an
+untrusted or missing client certificate under mutual TLS) closes the connection; the first of
+each kind per minute is logged at once, the rest are counted in the summary. Encrypted bytes
+cannot be peeked at, so a TLS connection is handed over once the handshake is done and the peer
+has sent data after it; pynetdicom then reads the A-ASSOCIATE-RQ (PDUs it reads are capped by
+:mod:`~appliance.adapter.fastpath`, and it aborts on any other PDU).
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ import os
 import select
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 import time
@@ -69,6 +81,7 @@ class _Pending:
     address: Address
     deadline: float
     complete: bool = False
+    handshaking: bool = False  #: TLS: the handshake is not done yet
 
 
 @dataclass
@@ -95,13 +108,15 @@ class Gate:
 
     ``dispatch(sock, address)`` hands a connection to pynetdicom (called on the gate's thread);
     ``max_live`` caps the handed-over connections still open; ``network_timeout`` (seconds) is
-    the read timeout they get. ``clock`` is monotonic seconds (for tests).
+    the read timeout they get; ``tls``, when given, is the SSL context every connection must
+    complete a handshake with first. ``clock`` is monotonic seconds (for tests).
     """
 
     def __init__(self, limits: ReceiveLimits, network_timeout: float,
                  dispatch: Callable[[socket.socket, Address], None], max_live: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, tls: ssl.SSLContext | None = None) -> None:
         self._limits = limits
+        self._tls = tls
         self._network_timeout = network_timeout
         self._dispatch = dispatch
         self._max_live = max_live
@@ -144,6 +159,8 @@ class Gate:
         try:
             tune(sock, self._network_timeout)
             sock.setblocking(False)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except OSError:
             sock.close()
             return
@@ -153,8 +170,10 @@ class Gate:
                 sock.close()
                 return
             self._evict_for(peer[0])
-            self._pending[sock.fileno()] = _Pending(sock, peer, now + self._limits.artim_seconds)
-            self._epoll.register(sock.fileno(), _WATCH)
+            self._pending[sock.fileno()] = _Pending(sock, peer, now + self._limits.artim_seconds,
+                                                    handshaking=self._tls is not None)
+            # A handshake also waits for room to write (EPOLLOUT) when the send buffer is full.
+            self._epoll.register(sock.fileno(), _WATCH | (select.EPOLLOUT if self._tls is not None else 0))
 
     def associated(self, address: Address) -> None:
         """The connection from ``address`` has an association (it holds a slot now)."""
@@ -230,6 +249,9 @@ class Gate:
             entry = self._pending.get(fd)
             if entry is None or entry.complete:
                 return
+            if isinstance(entry.sock, ssl.SSLSocket):
+                self._check_tls(entry, events)
+                return
             try:
                 got = entry.sock.recv_into(self._peek, len(self._peek), socket.MSG_PEEK)
             except (BlockingIOError, InterruptedError):
@@ -251,6 +273,39 @@ class Gate:
                     self._drop(entry, "hung up mid-request")
             elif hung_up:
                 self._drop(entry, "hung up before associating")
+
+    def _check_tls(self, entry: _Pending, events: int) -> None:
+        """Advance the handshake; complete once the peer has sent data after it (lock held)."""
+        sock = entry.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        hung_up = bool(events & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR))
+        if entry.handshaking:
+            try:
+                sock.do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                if hung_up:
+                    self._drop(entry, "hung up during the TLS handshake")
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._tls_failed(entry, exc)
+                return
+            entry.handshaking = False
+        # Data may already sit decrypted in the TLS layer, or encrypted on the socket; with
+        # edge-triggered epoll, bytes that arrived with the handshake's last flight raise no
+        # further event, so look now.
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        if sock.pending() or poller.poll(0):
+            entry.complete = True
+            self._ready.append(sock.fileno())
+        elif hung_up:
+            self._drop(entry, "hung up before associating")
+
+    def _tls_failed(self, entry: _Pending, exc: Exception) -> None:
+        why = f"TLS handshake failed ({getattr(exc, 'reason', None) or type(exc).__name__})"
+        if not self._closed[why]:  # the first of its kind since the last summary: say so now
+            LOG.warning("connection from %s closed: %s: %s", entry.address[0], why, exc)
+        self._drop(entry, why)
 
     def _hand_over(self, now: float) -> None:
         """Dispatch complete requests while there is room (lock held)."""

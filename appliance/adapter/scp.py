@@ -24,11 +24,15 @@ decodes (:func:`appliance.dicomnet.syntaxes.storage_syntaxes`).
 :meth:`StorageSCP.stop` stops accepting, shuts down every connection (whatever its peer does,
 so the process can stop within systemd's timeout), and aborts open associations; instances not
 yet acknowledged are discarded, and their senders resend them.
+
+With ``dicom.scp.tls`` the port speaks TLS only: the gate runs each connection's handshake
+(:mod:`appliance.adapter.gate`), optionally requiring a client certificate (mutual TLS).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +50,7 @@ from appliance.adapter.grouping import Grouper
 from appliance.adapter.instance import SUCCESS, IncomingInstance
 from appliance.adapter.limits import ReceiveLimits
 from appliance.dicomnet.syntaxes import storage_syntaxes
+from appliance.dicomnet.tls import server_context
 from appliance.settings import ScpConfig
 
 if TYPE_CHECKING:
@@ -130,6 +135,8 @@ class StorageSCP:
         self._slots = _Slots(config.max_associations)
         self._sources = {(s.ae_title, s.host_ip) for s in config.sources}
         self._source_titles = {s.ae_title for s in config.sources}
+        # Made (and its files read) now, so that a bad file stops the start, not the first sender.
+        self._tls = server_context(config.tls) if config.tls is not None else None
 
         ae = AE(ae_title=config.ae_titles[0].ae_title)
         ae.maximum_associations = _PYNETDICOM_MAX_ASSOCIATIONS
@@ -170,7 +177,7 @@ class StorageSCP:
             (self._config.bind_address, self._config.port), evt_handlers=handlers, server_class=GatedServer))
         limits = self._limits
         self._gate = Gate(limits, self._config.network_timeout_seconds, server.hand_over,
-                          max_live=self._config.max_associations + limits.max_pending)
+                          max_live=self._config.max_associations + limits.max_pending, tls=self._tls)
         server.gate = self._gate
         if self._receiver is not None:
             self._receiver(server, self.incoming)
@@ -183,7 +190,9 @@ class StorageSCP:
         self._gate.start()
         self._thread = threading.Thread(target=server.serve_forever, name="scp-accept", daemon=True)
         self._thread.start()
-        LOG.info("SCP listening on %s:%d for %s", self._config.bind_address, self.port,
+        LOG.info("SCP listening on %s:%d%s for %s", self._config.bind_address, self.port,
+                 "" if self._tls is None else (" (TLS, client certificate required)"
+                                               if self._tls.verify_mode == ssl.CERT_REQUIRED else " (TLS)"),
                  ", ".join(a.ae_title for a in self._config.ae_titles))
 
     def healthy(self) -> bool:

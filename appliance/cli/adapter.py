@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
-from appliance.cli.service import Runnable, Service
-from appliance.settings import AdapterConfig, load_config
+from appliance.cli.service import Runnable, Service, load_checked
+from appliance.settings import AdapterConfig
 
 
 def _build(config: AdapterConfig) -> Runnable:
@@ -16,4 +17,5 @@ def _build(config: AdapterConfig) -> Runnable:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``adapter`` sub-command (``--check`` only validates the configuration)."""
-    Service("adapter", "run the DICOM adapter in the foreground", load_config, _build).register(sub, __doc__)
+    load = functools.partial(load_checked, scp=True)
+    Service("adapter", "run the DICOM adapter in the foreground", load, _build).register(sub, __doc__)

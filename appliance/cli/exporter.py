@@ -1,16 +1,17 @@
 """``appliance exporter --config PATH``: run the exporter in the foreground (systemd-friendly).
 
 Sends the results of ``exporting`` jobs to their destinations (``dicom.scu``, retries from
-``export:``). Exit status 2: the configuration is invalid; 1: another exporter already uses the
-job store, or the export loop died.
+``export:``). Exit status 2: the configuration is invalid (TLS files included); 1: another
+exporter already uses the job store, or the export loop died.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 
-from appliance.cli.service import Runnable, Service
-from appliance.settings import AdapterConfig, load_config
+from appliance.cli.service import Runnable, Service, load_checked
+from appliance.settings import AdapterConfig
 
 
 def _build(config: AdapterConfig) -> Runnable:
@@ -25,4 +26,5 @@ def _checked(config: AdapterConfig) -> str:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``exporter`` sub-command (``--check`` only validates the configuration)."""
-    Service("exporter", "run the exporter in the foreground", load_config, _build, _checked).register(sub, __doc__)
+    load = functools.partial(load_checked, scu=True)
+    Service("exporter", "run the exporter in the foreground", load, _build, _checked).register(sub, __doc__)

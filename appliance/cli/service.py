@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from appliance.cli import logs
-from appliance.settings import SettingsError, StorageConfig
+from appliance.settings import AdapterConfig, SettingsError, StorageConfig, config_problems, load_config
 
 T = TypeVar("T")
 
@@ -26,6 +26,19 @@ class Runnable(Protocol):
     def request_stop(self) -> None: ...
 
     def run(self) -> int: ...
+
+
+def load_checked(path: str, *, scp: bool = False, scu: bool = False) -> AdapterConfig:
+    """The configuration at ``path``, with the TLS files of the SCP (``scp``) or of the
+    destinations (``scu``) checked; SettingsError names each setting whose file cannot be used."""
+    config = load_config(path)
+    if (scp and config.dicom.scp.tls is not None) or (scu and any(d.tls for d in config.dicom.scu.destinations)):
+        from appliance.dicomnet import tls  # only then: --check needs no DICOM stack otherwise
+
+        problems = tls.problems(config, scp=scp, scu=scu)
+        if problems:
+            raise config_problems(path, problems)
+    return config
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """What every DICOM service shares: setting up an AE and its sockets; the transfer syntaxes the
-pipeline decodes, which the SCP negotiates (:mod:`appliance.dicomnet.syntaxes`).
+pipeline decodes, which the SCP negotiates (:mod:`appliance.dicomnet.syntaxes`); TLS contexts
+from the settings (:mod:`appliance.dicomnet.tls`).
 
 Used by the exporter (an SCU); the adapter's acceptor sets ``TCP_NODELAY`` on the sockets it
 accepts itself (:mod:`appliance.adapter.gate`).
@@ -12,6 +13,9 @@ import socket
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from appliance.dicomnet.tls import client_context
+from appliance.settings import DestinationConfig
+
 
 def requestor(ae_title: str, timeout: float) -> AE:
     """An AE that requests associations as ``ae_title``; ``timeout`` (seconds) applies to
@@ -22,6 +26,18 @@ def requestor(ae_title: str, timeout: float) -> AE:
     ae.dimse_timeout = timeout
     ae.network_timeout = timeout
     return ae
+
+
+def associate(ae: AE, destination: DestinationConfig) -> Association:
+    """Request an association with ``destination`` (over TLS when its ``tls`` is set, through
+    pynetdicom's ``tls_args``; the handshake is part of connecting and its timeout). Raises
+    :class:`~appliance.dicomnet.tls.TlsSettingError` when the destination's TLS files cannot be used."""
+    tls_args = None
+    if destination.tls is not None:
+        # Made per association: renewed certificates are used without a restart.
+        context = client_context(destination.tls, ("dicom", "scu", "destinations", destination.name, "tls"))
+        tls_args = (context, destination.host_ip)
+    return ae.associate(destination.host_ip, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
 
 
 def set_nodelay(sock: socket.socket | None) -> None:
@@ -37,4 +53,4 @@ def nodelay(assoc: Association) -> Association:
     return assoc
 
 
-__all__ = ["nodelay", "requestor", "set_nodelay"]
+__all__ = ["associate", "nodelay", "requestor", "set_nodelay"]

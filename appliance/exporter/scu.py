@@ -20,7 +20,8 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.association import Association
 
-from appliance.dicomnet import nodelay, requestor
+from appliance.dicomnet import associate, nodelay, requestor
+from appliance.dicomnet.tls import TlsSettingError
 from appliance.exporter.policy import Severity, reject_severity, status_ok, status_severity
 from appliance.settings import DestinationConfig
 
@@ -109,7 +110,11 @@ def send(
     ae = requestor(calling_ae, timeout)
     for sop_class, syntaxes in contexts:
         ae.add_requested_context(sop_class, syntaxes)
-    assoc: Association = ae.associate(destination.host_ip, destination.port, ae_title=destination.ae_title)
+    try:
+        assoc: Association = associate(ae, destination)
+    except TlsSettingError as exc:  # a certificate file replaced or removed since the start
+        result.error, result.severity = f"TLS settings of {destination.name}: {exc}", Severity.TRANSIENT
+        return result
     if not assoc.is_established:
         if assoc.is_rejected:
             rj = assoc.acceptor.primitive
@@ -117,7 +122,8 @@ def send(
             result.error = "association rejected (result {}, source {}, reason {})".format(*reason)
             result.severity = reject_severity(int(reason[0] or 1))
         else:
-            result.error = "no association (connection refused, reset or timed out)"
+            result.error = "no association (connection refused, reset or timed out{})".format(
+                ", or the TLS handshake failed: see the log" if destination.tls is not None else "")
             result.severity = Severity.TRANSIENT
         return result
     nodelay(assoc)

@@ -126,6 +126,48 @@ class VerificationConfig:
             object.__setattr__(self, "transfer_syntaxes", DEFAULT_VERIFICATION_SYNTAXES)
 
 
+def _needs_ca(required: bool, info: ValidationInfo) -> bool:
+    if required and info.data.get("ca_certificates") is None:
+        raise conflict("is true but ca-certificates is not set: client certificates cannot be verified")
+    return required
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class ScpTlsConfig:
+    """TLS on the SCP's port: when set, the port speaks DICOM over TLS only (PS3.15 B.1)."""
+
+    certificate: Annotated[FilePath, Field(description=(
+        "(new) our certificate (PEM; intermediate certificates after it) presented to senders"))]
+    private_key: Annotated[FilePath, Field(description="(new) its private key (PEM, not encrypted)")]
+    ca_certificates: Annotated[FilePath | None, Field(description=(
+        "(new) CA certificates (PEM) that senders' certificates must chain to; a sender that presents "
+        "one that does not is refused"))] = None
+    require_client_certificate: Annotated[Flag, AfterValidator(_needs_ca), Field(description=(
+        "(new) mutual TLS: refuse senders without a certificate from ca-certificates"))] = False
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class ScuTlsConfig:
+    """TLS towards one destination."""
+
+    ca_certificates: Annotated[FilePath | None, Field(description=(
+        "(new) CA certificates (PEM) the destination's certificate must chain to; default: the "
+        "system's trusted CAs"))] = None
+    check_hostname: Annotated[Flag, Field(description=(
+        "(new) the destination's certificate must name host-ip (DNS name or IP address)"))] = True
+    certificate: Annotated[FilePath | None, Field(description=(
+        "(new) our client certificate (PEM), for destinations that require one (mutual TLS)"))] = None
+    private_key: Annotated[FilePath | None, Field(description=(
+        "(new) its private key (PEM, not encrypted); set with certificate"))] = None
+
+    def __post_init__(self) -> None:
+        if (self.certificate is None) != (self.private_key is None):
+            raise conflict("certificate and private-key go together: set both or neither",
+                           "private-key" if self.private_key is None else "certificate")
+
+
 def _sources_listed(reject: bool, info: ValidationInfo) -> bool:
     if reject and not info.data.get("sources", True):
         raise conflict("is true but dicom.scp.sources lists no source: every peer would be refused")
@@ -171,6 +213,7 @@ class ScpConfig:
     sources: Annotated[tuple[SourceConfig, ...], Field(description="known peers")] = ()
     reject_unknown_sources: Annotated[Flag, AfterValidator(_sources_listed), Field(
         description="only `sources` may associate (needs at least one source)")] = False
+    tls: Annotated[ScpTlsConfig | None, Field(description="(new) TLS on the port; none: plain TCP")] = None
 
     def ae_title(self, called: str) -> AeTitleConfig | None:
         """The binding of ``called`` (compared without padding), or None when it is not ours."""
@@ -187,6 +230,7 @@ class DestinationConfig:
     host_ip: Annotated[Host, Field(description="its host name or IP address")]
     port: Annotated[Int, Field(ge=1, le=65535, description="its TCP port")]
     ae_title: Annotated[AeTitle, Field(description="its AE title (our called AE title)")]
+    tls: Annotated[ScuTlsConfig | None, Field(description="(new) send over TLS; none: plain TCP")] = None
 
 
 @with_config(KEBAB_KEYS)

@@ -35,6 +35,7 @@ import functools
 import logging
 import select
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -143,6 +144,8 @@ class PDataReceiver:
         sock = self._sock.socket
         if sock is None:
             return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True  # decrypted bytes wait in the TLS layer, where select() cannot see them
         try:
             readable, _, _ = select.select([sock], [], [], _NEXT_PDU_WAIT)
         except (OSError, ValueError):  # closed: the DUL loop finds out

@@ -25,6 +25,8 @@ Measured problems of a stock pynetdicom 3.0 SCP, and what this module does about
   sends. Only when nothing is queued before it: the SCP is synchronous (one operation at a
   time), so there is no earlier response it could overtake. :func:`send_command` does this,
   also for the C-STORE-RSPs that :mod:`~appliance.adapter.fastpath.pdata` sends from the DUL thread.
+  Over TLS only the DUL thread writes (an SSL connection must not be read and written by two
+  threads at once), so there the association thread queues as stock pynetdicom does.
 * **Per-association copies.** pynetdicom deep-copies the server's presentation contexts for every
   association: ~130 storage SOP classes x every transfer syntax, ~18 % of the CPU of a
   200-instance association. :func:`cheap_context_copies` makes that copy shallow where that is
@@ -49,6 +51,7 @@ import logging
 import os
 import queue
 import select
+import ssl
 import struct
 import threading
 import time as _time
@@ -136,6 +139,8 @@ def _install_wakeups(assoc: Association) -> None:
 
     def dul_wait(seconds: float) -> None:
         sock = dul.socket.socket if dul.socket is not None else None
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return  # decrypted bytes wait in the TLS layer, where select() cannot see them
         watched: list[Any] = [read_end]
         if sock is not None and sock.fileno() >= 0:
             watched.append(sock)
@@ -216,7 +221,9 @@ def send_command(assoc: Association, context_id: int, encoded: bytes) -> bool:
     dul = dimse.dul
     sock = dul.socket
     if (isinstance(sock, _Socket) and dul.state_machine.current_state == "Sta6"
-            and dul.to_provider_queue.empty()):
+            and dul.to_provider_queue.empty()
+            # A TLS connection must not be written by one thread while another reads it.
+            and (not isinstance(sock.socket, ssl.SSLSocket) or threading.current_thread() is dul)):
         # P-DATA-TF PDU (PS3.8 9.3.5): type 4, length; one PDV item: length, context ID,
         # message control header 0x03 (command, last fragment; PS3.8 E.2), the command set.
         sock.send(_P_DATA_TF.pack(0x04, 0, len(encoded) + 6, len(encoded) + 2, context_id, 0x03)
