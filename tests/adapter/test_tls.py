@@ -6,6 +6,8 @@ The certificates are made per session by :mod:`pki` (``openssl``); nothing is co
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,7 +62,14 @@ def test_storescu_over_tls_is_stored_and_plain_tcp_is_refused(
     assert plain.returncode != 0
     assert _stored(a) == []
 
-    sent = storescu(a.port, series.files, "OrganSeg", "STORESCU", *_tls_args(pki, None))
+    # Peers that connect and never start the handshake, or stop half-way, hold no thread: the
+    # handshake runs in the connection gate, not in the accept loop, so others are served meanwhile.
+    with contextlib.ExitStack() as idle:
+        for i in range(6):
+            sock = idle.enter_context(socket.create_connection(("127.0.0.1", a.port)))
+            if i % 2:
+                sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
+        sent = storescu(a.port, series.files, "OrganSeg", "STORESCU", *_tls_args(pki, None), timeout=30)
     assert sent.returncode == 0, sent.stderr
     (job,) = a.wait_jobs("ready", 1)
     assert job["instance_count"] == len(series.files) and len(_stored(a)) == len(series.files)

@@ -22,17 +22,27 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from appliance.settings import AeTitleConfig, DestinationConfig, SettingsError, SourceConfig, parse_config
+from appliance.settings import (
+    AeTitleConfig,
+    DestinationConfig,
+    ScuTlsConfig,
+    SettingsError,
+    SourceConfig,
+    parse_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "appliance"
 SPECS = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+ROLE_VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
 #: Role variables that are lists of schema sections, and the section.
 NESTED = {"appliance_ae_titles": AeTitleConfig, "appliance_sources": SourceConfig,
           "appliance_destinations": DestinationConfig}
 #: Keys of the original SDK file that the role does not expose.
 NOT_EXPOSED = {"processors"}
+#: Nested options that are sections themselves (type dict), and the section.
+SUBSECTIONS = {"tls": ScuTlsConfig}
 ONE_DESTINATION = [{"name": "PACS", "host_ip": "10.0.0.5", "port": 4242, "ae_title": "ORTHANC"}]
 
 
@@ -46,17 +56,24 @@ def test_defaults_argument_specs_and_readme_name_the_same_variables() -> None:
     assert set(DEFAULTS) == set(SPECS) == _readme_variables()
 
 
-@pytest.mark.parametrize("variable", sorted(NESTED))
-def test_nested_options_are_the_schema_keys(variable: str) -> None:
-    section = NESTED[variable]
-    options = SPECS[variable]["options"]
+def _check_options(section: type, options: dict[str, Any]) -> None:
     assert set(options) == {f.name for f in dataclasses.fields(section)} - NOT_EXPOSED
     for name, option in options.items():
         kind = option["type"]
         annotation = str(next(f.type for f in dataclasses.fields(section) if f.name == name))
-        assert kind in ("int", "str", "raw"), name
+        if name in SUBSECTIONS:
+            assert kind == "dict", name
+            _check_options(SUBSECTIONS[name], option["options"])
+            continue
+        assert kind in ("int", "str", "raw", "bool"), name
         assert (kind == "int") == annotation.startswith("Annotated[Int"), name
+        assert (kind == "bool") == annotation.startswith("Annotated[Flag"), name
         assert (kind == "raw") == ("tuple" in annotation), name  # a list, or the word none
+
+
+@pytest.mark.parametrize("variable", sorted(NESTED))
+def test_nested_options_are_the_schema_keys(variable: str) -> None:
+    _check_options(NESTED[variable], SPECS[variable]["options"])
 
 
 def test_a_typo_in_a_nested_option_is_refused() -> None:
@@ -73,7 +90,7 @@ JINJA.filters.update(to_json=json.dumps, bool=bool, dirname=os.path.dirname)
 
 def _variables(**overrides: Any) -> dict[str, Any]:
     """The role's defaults with ``overrides``, their templates resolved."""
-    values: dict[str, Any] = {**DEFAULTS, **overrides, "role_path": str(ROLE)}
+    values: dict[str, Any] = {**DEFAULTS, **ROLE_VARS, **overrides, "role_path": str(ROLE)}
     for _ in range(5):  # defaults refer to each other a few levels deep
         values = {k: JINJA.from_string(v).render(values) if isinstance(v, str) else v for k, v in values.items()}
     return values
@@ -100,6 +117,26 @@ def test_the_template_renders_a_valid_configuration() -> None:
         parse_config(_render())
 
 
+def test_the_template_renders_tls_settings() -> None:
+    destinations = [{**ONE_DESTINATION[0], "tls": {"ca_certificates": "files/ca.pem", "certificate": "files/me.pem",
+                                                   "private_key": "files/me.key"}},
+                    {"name": "OTHER", "host_ip": "pacs.example", "port": 2762, "ae_title": "OTHER",
+                     "tls": {"check_hostname": False}}]
+    rendered = _render(appliance_destinations=destinations, appliance_tls_certificate="files/scp.pem",
+                       appliance_tls_private_key="files/scp.key", appliance_tls_ca_certificates="files/ca.pem",
+                       appliance_tls_require_client_certificate=True, appliance_reject_unknown_sources=False,
+                       appliance_ae_titles=[{"ae_title": "OrganSeg", "destinations": ["PACS", "OTHER"]}])
+    config = parse_config(rendered)
+    tls_dir = Path(DEFAULTS["appliance_config_dir"]) / "tls"
+    assert config.dicom.scp.tls is not None and config.dicom.scp.tls.require_client_certificate
+    assert config.dicom.scp.tls.private_key == tls_dir / "scp-private-key.pem"
+    pacs, other = (d.tls for d in config.dicom.scu.destinations)
+    assert pacs is not None and pacs.private_key == tls_dir / "dest-PACS-private-key.pem" and pacs.check_hostname
+    assert other is not None and other.ca_certificates is None and not other.check_hostname
+    plain = _render(appliance_destinations=ONE_DESTINATION, appliance_reject_unknown_sources=False)
+    assert parse_config(plain).dicom.scp.tls is None and parse_config(plain).dicom.scu.destinations[0].tls is None
+
+
 def _preflight(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
     playbook = tmp_path / "preflight.yml"
     playbook.write_text(yaml.safe_dump([{
@@ -116,3 +153,11 @@ def test_the_role_stops_when_results_would_go_nowhere(tmp_path: Path) -> None:
     assert "AE title(s) OrganSeg, LiverSeg would send their results nowhere" in refused.stdout, refused.stdout
     accepted = _preflight(tmp_path, appliance_sources=sources, appliance_destinations=ONE_DESTINATION)
     assert accepted.returncode == 0, accepted.stdout
+
+
+def test_the_role_stops_on_half_a_tls_pair(tmp_path: Path) -> None:
+    refused = _preflight(tmp_path, appliance_sources=[{"host_ip": "10.0.0.5", "ae_title": "ORTHANC"}],
+                         appliance_destinations=ONE_DESTINATION, appliance_tls_private_key="files/scp.key")
+    assert refused.returncode != 0
+    assert "TLS on the DICOM port needs both appliance_tls_certificate and appliance_tls_private_key" in (
+        refused.stdout), refused.stdout
