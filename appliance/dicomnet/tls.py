@@ -47,12 +47,16 @@ def _readable(path: Path, loc: Loc) -> None:
         raise TlsSettingError(loc, f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
+def _why(exc: ssl.SSLError) -> str:
+    return f" ({exc.reason})" if exc.reason else ""
+
+
 def _load_cas(context: ssl.SSLContext, path: Path, loc: Loc) -> None:
     _readable(path, loc)
     try:
         context.load_verify_locations(cafile=str(path))
     except ssl.SSLError as exc:
-        raise TlsSettingError(loc, f"{path} holds no PEM certificate ({exc.reason or exc})") from exc
+        raise TlsSettingError(loc, f"{path} holds no PEM certificate{_why(exc)}") from exc
 
 
 def _load_identity(context: ssl.SSLContext, certificate: Path, key: Path, at: Loc) -> None:
@@ -63,7 +67,7 @@ def _load_identity(context: ssl.SSLContext, certificate: Path, key: Path, at: Lo
     try:  # the certificate alone first, so that a bad one is not blamed on the key
         probe.load_verify_locations(cafile=str(certificate))
     except ssl.SSLError as exc:
-        raise TlsSettingError(cert_loc, f"{certificate} holds no PEM certificate ({exc.reason or exc})") from exc
+        raise TlsSettingError(cert_loc, f"{certificate} holds no PEM certificate{_why(exc)}") from exc
     try:
         context.load_cert_chain(str(certificate), str(key), password=_no_password)
     except _NoPassword as exc:
@@ -71,7 +75,7 @@ def _load_identity(context: ssl.SSLContext, certificate: Path, key: Path, at: Lo
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
             raise TlsSettingError(key_loc, f"{key} is not the key of {certificate}") from exc
-        raise TlsSettingError(key_loc, f"{key} holds no usable PEM private key ({exc.reason or exc})") from exc
+        raise TlsSettingError(key_loc, f"{key} holds no PEM private key{_why(exc)}") from exc
 
 
 def _context(server: bool) -> ssl.SSLContext:

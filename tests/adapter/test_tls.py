@@ -7,7 +7,9 @@ The certificates are made per session by :mod:`pki` (``openssl``); nothing is co
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,8 @@ from ctseries import Series
 from pki import Identity, Pki, make_pki
 from test_orthanc import _run_pipeline as run_pipeline  # becomes adapterkit's stand_in_pipeline with the fleet branch
 
+from appliance.dicomnet.tls import TlsSettingError, client_context, server_context
+from appliance.settings import ScpTlsConfig, ScuTlsConfig
 from harness.peers import nodelay_env
 
 
@@ -210,3 +214,21 @@ def test_bad_destination_tls_files_are_named_at_start(pki: Pki, tmp_path: Path) 
     done = _check("exporter", tmp_path, cfg)
     assert done.returncode == 2
     assert ": dicom.scu.destinations[0].tls.private-key: " in done.stderr and "is not the key of" in done.stderr
+
+
+def test_tls_files_are_checked_in_process(pki: Pki, tmp_path: Path) -> None:
+    """What the start errors above rest on, without a process: contexts and each kind of bad key."""
+    good = ScpTlsConfig(certificate=pki.server.cert, private_key=pki.server.key, ca_certificates=pki.ca,
+                        require_client_certificate=True)
+    assert server_context(good).verify_mode == ssl.CERT_REQUIRED
+    assert server_context(dataclasses.replace(good, require_client_certificate=False)).verify_mode == ssl.CERT_OPTIONAL
+    client = client_context(ScuTlsConfig(ca_certificates=pki.ca, check_hostname=False), ("d",))
+    assert client.verify_mode == ssl.CERT_REQUIRED and not client.check_hostname
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", str(pki.server.key), "-aes256", "-passout", "pass:secret",
+                    "-out", str(encrypted)], check=True, capture_output=True, timeout=60)
+    for key, message in ((encrypted, "is encrypted; give the key without a pass phrase"),
+                         (pki.server.cert, "holds no PEM private key"), (tmp_path, "cannot read")):
+        with pytest.raises(TlsSettingError, match=message) as caught:
+            server_context(dataclasses.replace(good, private_key=key))
+        assert caught.value.loc == ("dicom", "scp", "tls", "private-key")
