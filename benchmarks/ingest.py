@@ -18,6 +18,11 @@ adapter against dcmtk and Orthanc, and under attack against quiet.
     .venv/bin/python benchmarks/ingest.py --slices 200 --repeat 3              # 200 x 512x512
     .venv/bin/python benchmarks/ingest.py --slices 2000 --rows 64 --repeat 3   # 2,000 small instances
     .venv/bin/python benchmarks/ingest.py --load 2 ...                         # with 2 busy processes
+    .venv/bin/python benchmarks/ingest.py --tls ...                            # DICOM over TLS too
+
+With ``--tls``, two more receivers take the same series over mutual TLS (throw-away certificates
+made with ``openssl``): dcmtk ``storescp +tls`` and the shipped adapter with ``dicom.scp.tls``,
+and the ratios TLS adapter against TLS dcmtk, and TLS adapter against plain adapter, are printed.
 
 Not a test: numbers depend on the disk and on what else runs; the 1-minute load average is
 printed before and after, so a run on a busy host can be recognised as such. Needs dcmtk; skips
@@ -50,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "adapter")]
 import rawdicom  # noqa: E402
 from ctseries import write_series  # noqa: E402
+from pki import make_pki  # noqa: E402
 
 from harness.peers import nodelay_env, system_tool  # noqa: E402
 
@@ -60,6 +66,7 @@ STORESCP = system_tool("storescp")
 APPLIANCE = Path(sys.executable).with_name("appliance")
 CHUNKED = ROOT / "benchmarks" / "chunked_receiver.py"
 SHIPPED, ALTERNATIVE, ATTACKED = "adapter (hand-written)", "adapter (chunked)", "adapter under attack"
+TLS_DCMTK, TLS_ADAPTER = "dcmtk storescp (TLS)", "adapter (TLS)"
 IDLE_ATTACKERS = 50
 
 _STOCK_SCP = """
@@ -116,10 +123,10 @@ def process(cmd: list[str], port: int | None, log: Path) -> Iterator[None]:
                 proc.wait()
 
 
-def send(port: int, called: str, files: list[Path]) -> float:
-    """Seconds storescu takes to send ``files`` over one association."""
+def send(port: int, called: str, files: list[Path], options: tuple[str, ...] = ()) -> float:
+    """Seconds storescu takes to send ``files`` over one association (``options``: e.g. TLS's)."""
     start = time.perf_counter()
-    done = subprocess.run([str(STORESCU), "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port),
+    done = subprocess.run([str(STORESCU), "-aet", "BENCH", "-aec", called, *options, "127.0.0.1", str(port),
                            *map(str, files)], capture_output=True, text=True, env=ENV, timeout=600)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
@@ -150,6 +157,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=512, help="rows and columns of each slice (default 512)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--load", type=int, default=0, help="busy processes running meanwhile (default 0)")
+    parser.add_argument("--tls", action="store_true", help="also measure dcmtk and the adapter over TLS")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where received data goes (default: a temporary folder; same disk matters)")
     args = parser.parse_args()
@@ -169,6 +177,8 @@ def main() -> int:
             for _ in range(args.load):
                 receivers.enter_context(process([sys.executable, "-c", "while True: pass"], None, work / "load.log"))
             runs = start_receivers(receivers, work, files)
+            if args.tls:
+                runs |= start_tls_receivers(receivers, work, files)
             results = measure(runs, args.repeat)
         report(results, len(files), total_bytes)
     finally:
@@ -221,20 +231,44 @@ def start_receivers(stack: ExitStack, work: Path, files: list[Path]) -> dict[str
 
     for name, command in ((SHIPPED, [str(APPLIANCE), "adapter"]), (ALTERNATIVE, [sys.executable, str(CHUNKED)]),
                           (ATTACKED, [str(APPLIANCE), "adapter"])):
-        port = free_port()
-        folder = work / name.replace(" ", "-").replace("(", "").replace(")", "")
-        config = {
-            "dicom": {"scp": {"port": port, "bind-address": "127.0.0.1", "max-associations": 4,
-                              "ae-titles": [{"ae-title": "OrganSeg", "destinations": "none"}]}},
-            "storage": {"root": str(folder)},
-            "completion": {"quiet-seconds": 0.5},
-        }
-        folder.mkdir()
-        (folder / "adapter.yaml").write_text(yaml.safe_dump(config))
-        stack.enter_context(process([*command, "--config", str(folder / "adapter.yaml"), "--log-level", "WARNING"],
-                                    port, folder / "adapter.log"))
+        port = start_adapter(stack, work, name, command)
         runs[name] = functools.partial(send, port, "OrganSeg", files)
     runs[ATTACKED] = functools.partial(under_attack, runs[ATTACKED], port)
+    return runs
+
+
+def start_adapter(stack: ExitStack, work: Path, name: str, command: list[str],
+                  tls: dict[str, str | bool] | None = None) -> int:
+    """Start an adapter (``command``) with the shipped defaults and ``tls``; return its port."""
+    port = free_port()
+    folder = work / name.replace(" ", "-").replace("(", "").replace(")", "")
+    scp: dict[str, object] = {"port": port, "bind-address": "127.0.0.1", "max-associations": 4,
+                              "ae-titles": [{"ae-title": "OrganSeg", "destinations": "none"}]}
+    if tls:
+        scp["tls"] = tls
+    config = {"dicom": {"scp": scp}, "storage": {"root": str(folder)}, "completion": {"quiet-seconds": 0.5}}
+    folder.mkdir()
+    (folder / "adapter.yaml").write_text(yaml.safe_dump(config))
+    stack.enter_context(process([*command, "--config", str(folder / "adapter.yaml"), "--log-level", "WARNING"],
+                                port, folder / "adapter.log"))
+    return port
+
+
+def start_tls_receivers(stack: ExitStack, work: Path, files: list[Path]) -> dict[str, Callable[[], float]]:
+    """dcmtk storescp and the shipped adapter, both over mutual TLS; a timed send to each."""
+    pki = make_pki(work / "pki")
+    client = ("+tls", str(pki.client.key), str(pki.client.cert), "-pw", "+cf", str(pki.ca))
+    port = free_port()
+    out = work / "dcmtk-tls"
+    out.mkdir()
+    stack.enter_context(process([STORESCP, "-od", str(out), "-aet", "STORESCP", "+tls", str(pki.server.key),
+                                 str(pki.server.cert), "-pw", "+cf", str(pki.ca), "-rc", str(port)], port,
+                                work / "dcmtk-tls.log"))
+    runs = {TLS_DCMTK: functools.partial(send, port, "STORESCP", files, client)}
+    tls: dict[str, str | bool] = {"certificate": str(pki.server.cert), "private-key": str(pki.server.key),
+                                  "ca-certificates": str(pki.ca), "require-client-certificate": True}
+    port = start_adapter(stack, work, TLS_ADAPTER, [str(APPLIANCE), "adapter"], tls)
+    runs[TLS_ADAPTER] = functools.partial(send, port, "OrganSeg", files, client)
     return runs
 
 
@@ -301,6 +335,9 @@ def report(results: dict[str, float], count: int, total_bytes: int) -> None:
         vs_orthanc = results["Orthanc"] / shipped
         verdict = "met" if vs_orthanc > 1 else "NOT met"
         print(f"RATIO adapter rate / Orthanc rate = {vs_orthanc:.2f}  (target > 1: {verdict})")
+    if TLS_ADAPTER in results:
+        print(f"RATIO adapter rate / dcmtk rate, both over TLS = {results[TLS_DCMTK] / results[TLS_ADAPTER]:.2f}")
+        print(f"RATIO adapter rate over TLS / plain = {shipped / results[TLS_ADAPTER]:.2f}")
     attacked = shipped / results[ATTACKED]
     print(f"RATIO adapter rate under attack / quiet = {attacked:.2f}  "
           f"({IDLE_ATTACKERS} idle connections and one slow-drip sender open)")
