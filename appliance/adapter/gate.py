@@ -37,9 +37,9 @@ caps. pynetdicom's own ``ssl_context`` is not used: its server handshakes in the
 one silent peer would stall every other sender. A failed handshake (a plain-TCP sender, an
 untrusted or missing client certificate under mutual TLS) closes the connection; the first of
 each kind per minute is logged at once, the rest are counted in the summary. Encrypted bytes
-cannot be peeked at, so a TLS connection is handed over once the handshake is done and the peer
-has sent data after it; pynetdicom then reads the A-ASSOCIATE-RQ (PDUs it reads are capped by
-:mod:`~appliance.adapter.fastpath`, and it aborts on any other PDU).
+cannot be peeked at, so the gate reads the A-ASSOCIATE-RQ through TLS itself, with the same
+checks and limits, and hands its bytes over with the socket (:func:`take_preread`): the
+receiver's socket returns them first (:mod:`appliance.adapter.fastpath`).
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ import ssl
 import struct
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pynetdicom.transport import ThreadedAssociationServer
@@ -82,6 +83,8 @@ class _Pending:
     deadline: float
     complete: bool = False
     handshaking: bool = False  #: TLS: the handshake is not done yet
+    #: TLS: the decrypted bytes read so far (the A-ASSOCIATE-RQ, handed over with the socket)
+    received: bytearray = field(default_factory=bytearray)
 
 
 @dataclass
@@ -89,6 +92,20 @@ class _Live:
     sock: socket.socket
     since: float
     associated: bool = False
+
+
+#: TLS connections' bytes the gate has read (decrypted) before handing them over: the complete
+#: A-ASSOCIATE-RQ, which pynetdicom must read first (:func:`take_preread`).
+_PREREAD: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+_PREREAD_LOCK = threading.Lock()
+
+
+def take_preread(sock: socket.socket | None) -> bytes:
+    """The bytes the gate read from ``sock`` before handing it over (once; b"" for none)."""
+    if sock is None:
+        return b""
+    with _PREREAD_LOCK:
+        return _PREREAD.pop(sock, b"")
 
 
 def tune(sock: socket.socket, network_timeout: float) -> None:
@@ -249,8 +266,12 @@ class Gate:
             entry = self._pending.get(fd)
             if entry is None or entry.complete:
                 return
+            flags = bool(events & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR))
             if isinstance(entry.sock, ssl.SSLSocket):
-                self._check_tls(entry, events)
+                read = self._read_tls(entry, flags)
+                if read is not None:
+                    got, eof = read
+                    self._judge(entry, entry.received, got, eof or flags)
                 return
             try:
                 got = entry.sock.recv_into(self._peek, len(self._peek), socket.MSG_PEEK)
@@ -259,47 +280,62 @@ class Gate:
             except OSError:
                 self._drop(entry, "connection error")
                 return
-            hung_up = got == 0 or bool(events & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR))
-            if got > 0 and self._peek[0] != _A_ASSOCIATE_RQ:
-                self._drop(entry, "not an A-ASSOCIATE-RQ")
-            elif got >= 6:
-                (length,) = struct.unpack_from(">L", self._peek, 2)
-                if length > self._limits.max_request_bytes:
-                    self._drop(entry, "A-ASSOCIATE-RQ too long")
-                elif got >= 6 + length:
-                    entry.complete = True
-                    self._ready.append(fd)
-                elif hung_up:
-                    self._drop(entry, "hung up mid-request")
-            elif hung_up:
-                self._drop(entry, "hung up before associating")
+            self._judge(entry, self._peek, got, got == 0 or flags)
 
-    def _check_tls(self, entry: _Pending, events: int) -> None:
-        """Advance the handshake; complete once the peer has sent data after it (lock held)."""
+    def _judge(self, entry: _Pending, data: bytearray, got: int, hung_up: bool) -> None:
+        """Complete, drop or keep waiting, from the ``got`` bytes the peer sent so far (-1: none
+        yet) at the start of ``data`` (lock held)."""
+        if got > 0 and data[0] != _A_ASSOCIATE_RQ:
+            self._drop(entry, "not an A-ASSOCIATE-RQ")
+        elif got >= 6:
+            (length,) = struct.unpack_from(">L", data, 2)
+            if length > self._limits.max_request_bytes:
+                self._drop(entry, "A-ASSOCIATE-RQ too long")
+            elif got >= 6 + length:
+                entry.complete = True
+                self._ready.append(entry.sock.fileno())
+            elif hung_up:
+                self._drop(entry, "hung up mid-request")
+        elif hung_up:
+            self._drop(entry, "hung up before associating")
+
+    def _read_tls(self, entry: _Pending, hung_up: bool) -> tuple[int, bool] | None:
+        """Advance the handshake, then read (decrypted) what the A-ASSOCIATE-RQ needs into
+        ``entry.received``; (bytes there or -1 for none, end of stream), or None when there is
+        nothing to judge yet or the connection was dropped (lock held)."""
         sock = entry.sock
         assert isinstance(sock, ssl.SSLSocket)
-        hung_up = bool(events & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR))
         if entry.handshaking:
             try:
                 sock.do_handshake()
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 if hung_up:
                     self._drop(entry, "hung up during the TLS handshake")
-                return
+                return None
             except (ssl.SSLError, OSError) as exc:
                 self._tls_failed(entry, exc)
-                return
+                return None
             entry.handshaking = False
-        # Data may already sit decrypted in the TLS layer, or encrypted on the socket; with
-        # edge-triggered epoll, bytes that arrived with the handshake's last flight raise no
-        # further event, so look now.
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        if sock.pending() or poller.poll(0):
-            entry.complete = True
-            self._ready.append(sock.fileno())
-        elif hung_up:
-            self._drop(entry, "hung up before associating")
+        received = entry.received
+        eof = False
+        # Edge-triggered: read until the TLS layer needs more from the peer, or enough is in.
+        while True:
+            want = 6 if len(received) < 6 else 6 + int.from_bytes(received[2:6], "big")
+            if (len(received) >= want or (received and received[0] != _A_ASSOCIATE_RQ)
+                    or want > 6 + self._limits.max_request_bytes):
+                break
+            try:
+                chunk = sock.recv(want - len(received))
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except (ssl.SSLError, OSError):
+                self._drop(entry, "connection error")
+                return None
+            if not chunk:
+                eof = True
+                break
+            received += chunk
+        return (len(received) if received or eof else -1), eof
 
     def _tls_failed(self, entry: _Pending, exc: Exception) -> None:
         why = f"TLS handshake failed ({getattr(exc, 'reason', None) or type(exc).__name__})"
@@ -326,6 +362,9 @@ class Gate:
                 entry.sock.close()
                 continue
             self._live[entry.address] = _Live(entry.sock, now)
+            if entry.received:
+                with _PREREAD_LOCK:
+                    _PREREAD[entry.sock] = bytes(entry.received)
             try:
                 self._dispatch(entry.sock, entry.address)
             except Exception:

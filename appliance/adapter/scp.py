@@ -137,6 +137,9 @@ class StorageSCP:
         self._source_titles = {s.ae_title for s in config.sources}
         # Made (and its files read) now, so that a bad file stops the start, not the first sender.
         self._tls = server_context(config.tls) if config.tls is not None else None
+        if self._tls is not None and receiver is not None:
+            # The gate hands a TLS connection's A-ASSOCIATE-RQ to the shipped receiver's socket only.
+            raise ValueError("dicom.scp.tls needs the shipped receiver")
 
         ae = AE(ae_title=config.ae_titles[0].ae_title)
         ae.maximum_associations = _PYNETDICOM_MAX_ASSOCIATIONS

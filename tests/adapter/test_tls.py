@@ -59,22 +59,31 @@ def _stored(adapter: Adapter) -> list[Path]:
 def test_storescu_over_tls_is_stored_and_plain_tcp_is_refused(
     adapter_factory: Callable[..., Adapter], pki: Pki, series: Series
 ) -> None:
-    a = adapter_factory(**{"dicom.scp.tls": _scp_tls(pki)}).start()
+    a = adapter_factory(**{"dicom.scp.tls": _scp_tls(pki), "dicom.scp.artim-seconds": 2}).start()
     assert "(TLS)" in a.log()
 
     plain = storescu(a.port, series.files[:2])
     assert plain.returncode != 0
     assert _stored(a) == []
 
-    # Peers that connect and never start the handshake, or stop half-way, hold no thread: the
-    # handshake runs in the connection gate, not in the accept loop, so others are served meanwhile.
-    with contextlib.ExitStack() as idle:
-        for i in range(6):
-            sock = idle.enter_context(socket.create_connection(("127.0.0.1", a.port)))
-            if i % 2:
-                sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
+    # The handshake and the A-ASSOCIATE-RQ are read in the connection gate, not in the accept loop
+    # or a thread of their own: peers that never start the handshake, stop half-way, or complete it
+    # and then send nothing or garbage are closed at the ARTIM timeout or at once, and others are
+    # served meanwhile.
+    trusting = ssl.create_default_context(cafile=str(pki.ca))
+    with contextlib.ExitStack() as peers:
+        idle = [peers.enter_context(socket.create_connection(("127.0.0.1", a.port))) for _ in range(4)]
+        idle[1].sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
+        silent = peers.enter_context(trusting.wrap_socket(socket.create_connection(("127.0.0.1", a.port)),
+                                                          server_hostname="127.0.0.1"))
+        garbage = peers.enter_context(trusting.wrap_socket(socket.create_connection(("127.0.0.1", a.port)),
+                                                           server_hostname="127.0.0.1"))
+        garbage.sendall(b"GET / HTTP/1.0\r\n\r\n")
         sent = storescu(a.port, series.files, "OrganSeg", "STORESCU", *_tls_args(pki, None), timeout=30)
-    assert sent.returncode == 0, sent.stderr
+        assert sent.returncode == 0, sent.stderr
+        for peer in (garbage, silent, *idle):
+            peer.settimeout(10)
+            assert peer.recv(1) == b""  # closed by the adapter
     (job,) = a.wait_jobs("ready", 1)
     assert job["instance_count"] == len(series.files) and len(_stored(a)) == len(series.files)
     assert "TLS handshake failed (WRONG_VERSION_NUMBER)" in a.log()

@@ -69,6 +69,7 @@ from pynetdicom.transport import AssociationSocket
 from pynetdicom.transport import RequestHandler as _PynetdicomRequestHandler
 
 from appliance.adapter import wire
+from appliance.adapter.gate import take_preread
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -139,8 +140,9 @@ def _install_wakeups(assoc: Association) -> None:
 
     def dul_wait(seconds: float) -> None:
         sock = dul.socket.socket if dul.socket is not None else None
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return  # decrypted bytes wait in the TLS layer, where select() cannot see them
+        if (isinstance(sock, ssl.SSLSocket) and sock.pending()) or (
+                isinstance(dul.socket, _Socket) and dul.socket.has_pushback):
+            return  # bytes wait where select() cannot see them: in the TLS layer, or given back
         watched: list[Any] = [read_end]
         if sock is not None and sock.fileno() >= 0:
             watched.append(sock)
@@ -248,7 +250,8 @@ class _Socket(AssociationSocket):
         """Set up the attributes of a wrapper just re-classed to this class."""
         self.send_lock = threading.Lock()
         self.limit = limit
-        self._pushback = b""
+        # Over TLS the connection gate has read the A-ASSOCIATE-RQ already: it comes first.
+        self._pushback = take_preread(self.socket)
         self._buffer = bytearray()
 
     def send(self, bytestream: bytes) -> None:
@@ -260,6 +263,11 @@ class _Socket(AssociationSocket):
     def ready(self) -> bool:
         """True if data can be read: bytes given back, or data on the socket."""
         return bool(self._pushback) or bool(super().ready)
+
+    @property
+    def has_pushback(self) -> bool:
+        """True while bytes given back (or handed over by the gate) wait to be read."""
+        return bool(self._pushback)
 
     def unread(self, data: bytes) -> None:
         """Put ``data`` back: the next reads return it before anything from the socket."""
