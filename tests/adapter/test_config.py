@@ -163,7 +163,7 @@ def test_file_problems_name_their_line(tmp_path: Path) -> None:
         f"{path}:{_line(text, 'max-associations: two')}: dicom.scp.max-associations: must be a valid integer, "
         "not 'two'",
         f"{path}:{_line(text, 'destination: [X]')}: dicom.scu.destinations[0].destination: unknown key "
-        "(known: name, host-ip, port, ae-title)",
+        "(known: name, host-ip, port, ae-title, tls)",
     ]
 
 
