@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from adapterkit import APPLIANCE, Adapter, Exporter, base_config, free_port, need, storescu, wait_for
+from adapterkit import APPLIANCE, Adapter, StoreSCP, base_config, free_port, need, stand_in_pipeline, storescu, wait_for
 from ctseries import Series
 from pki import Identity, Pki, make_pki
-from test_orthanc import _run_pipeline as run_pipeline  # becomes adapterkit's stand_in_pipeline with the fleet branch
 
 from appliance.dicomnet.tls import TlsSettingError, client_context, server_context
 from appliance.settings import ScpTlsConfig, ScuTlsConfig
-from harness.peers import nodelay_env
 
 
 @pytest.fixture(scope="session")
@@ -109,35 +107,18 @@ def test_mutual_tls_requires_a_trusted_client_certificate(
     assert job["instance_count"] == len(series.files)
 
 
-class _StoreScp:
-    """dcmtk ``storescp +tls`` on loopback (AE STORESCP), writing what it receives to ``folder``."""
-
-    def __init__(self, folder: Path, pki: Pki, mutual: bool) -> None:
-        self.folder = folder
-        folder.mkdir()
-        self.port = free_port()
-        peer = ["+cf", str(pki.ca), "-rc"] if mutual else ["-ic"]
-        self.log = folder.with_suffix(".log")
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [need("storescp"), "-aet", "STORESCP", "-od", str(folder), "+tls", str(pki.server.key),
-                 str(pki.server.cert), "-pw", *peer, str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, env=nodelay_env())
-
-    def received(self) -> list[Path]:
-        return sorted(self.folder.iterdir())
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
+def _storescp_tls(folder: Path, pki: Pki, mutual: bool = False) -> StoreSCP:
+    """dcmtk ``storescp +tls`` (AE PACS) with our server certificate; ``mutual``: it requires ours."""
+    peer = ("+cf", str(pki.ca), "-rc") if mutual else ("-ic",)
+    return StoreSCP(folder, "+tls", str(pki.server.key), str(pki.server.cert), "-pw", *peer)
 
 
 @pytest.fixture
-def storescp_factory(tmp_path: Path) -> Iterator[Callable[..., _StoreScp]]:
-    made: list[_StoreScp] = []
+def storescp_factory(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
+    made: list[StoreSCP] = []
 
-    def make(pki: Pki, mutual: bool = False) -> _StoreScp:
-        made.append(_StoreScp(tmp_path / f"storescp{len(made)}", pki, mutual))
+    def make(pki: Pki, mutual: bool = False) -> StoreSCP:
+        made.append(_storescp_tls(tmp_path / f"storescp{len(made)}", pki, mutual))
         return made[-1]
 
     yield make
@@ -146,8 +127,8 @@ def storescp_factory(tmp_path: Path) -> Iterator[Callable[..., _StoreScp]]:
 
 
 def test_exporter_sends_results_to_storescp_over_tls(
-    adapter_factory: Callable[..., Adapter], storescp_factory: Callable[..., _StoreScp], pki: Pki,
-    series: Series, tmp_path: Path
+    adapter_factory: Callable[..., Adapter], storescp_factory: Callable[..., StoreSCP],
+    with_exporter: Callable[[Adapter], Adapter], pki: Pki, series: Series, tmp_path: Path
 ) -> None:
     """One job, three TLS destinations: server authentication only; mutual TLS (we present our
     certificate); and one whose certificate we cannot verify (no ca-certificates: the system's
@@ -164,27 +145,23 @@ def test_exporter_sends_results_to_storescp_over_tls(
     folder.mkdir()
     cfg = base_config(folder, free_port())
     cfg["dicom"]["scu"]["destinations"] = [
-        {"name": name, "host-ip": "127.0.0.1", "port": scp.port, "ae-title": "STORESCP", "tls": tls[name]}
+        {"name": name, "host-ip": "127.0.0.1", "port": scp.port, "ae-title": "PACS", "tls": tls[name]}
         for name, scp in scps.items()]
     cfg["dicom"]["scp"]["ae-titles"][0]["destinations"] = list(scps)
-    a = adapter_factory(cfg).start()
-    exporter = Exporter(a.tmp, a.config).start()
-    try:
-        assert storescu(a.port, series.files[:3]).returncode == 0
-        a.wait_jobs("ready", 1)
-        job_id, _ = run_pipeline(a)
-        a.wait_jobs("failed", 1)
-        exports = a.job(job_id)["exports"]
-        outcomes = {(e["destination"], e["outcome"], e["sent"]) for e in exports}
-        assert {("SERVERAUTH", "sent", 3), ("MUTUAL", "sent", 3)} <= outcomes
-        assert {e["outcome"] for e in exports if e["destination"] == "UNVERIFIED"} <= {"transient", "failed"}
-        assert all("TLS handshake failed" in e["detail"] for e in exports if e["destination"] == "UNVERIFIED")
-        wait_for(lambda: len(scps["SERVERAUTH"].received()) == len(scps["MUTUAL"].received()) == 3, 10,
-                 "3 files at each verified storescp")
-        assert scps["UNVERIFIED"].received() == []
-        assert "CERTIFICATE_VERIFY_FAILED" in exporter.log()
-    finally:
-        exporter.kill()
+    a = with_exporter(adapter_factory(cfg).start())
+    assert storescu(a.port, series.files[:3]).returncode == 0
+    a.wait_jobs("ready", 1)
+    job_id, _ = stand_in_pipeline(a.root)
+    a.wait_jobs("failed", 1)
+    exports = a.job(job_id)["exports"]
+    outcomes = {(e["destination"], e["outcome"], e["sent"]) for e in exports}
+    assert {("SERVERAUTH", "sent", 3), ("MUTUAL", "sent", 3)} <= outcomes
+    assert {e["outcome"] for e in exports if e["destination"] == "UNVERIFIED"} <= {"transient", "failed"}
+    assert all("TLS handshake failed" in e["detail"] for e in exports if e["destination"] == "UNVERIFIED")
+    wait_for(lambda: len(scps["SERVERAUTH"].received()) == len(scps["MUTUAL"].received()) == 3, 10,
+             "3 files at each verified storescp")
+    assert scps["UNVERIFIED"].received() == []
+    assert "CERTIFICATE_VERIFY_FAILED" in (a.tmp / "exporter.log").read_text()
 
 
 def _check(command: str, tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
