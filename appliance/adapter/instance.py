@@ -37,15 +37,16 @@ class IncomingInstance:
     """The dataset of one C-STORE request, received in fragments into ``grouper``'s folders.
 
     ``header`` is the file's preamble and File Meta Information (written before the dataset);
-    ``called``/``calling`` are the AE titles of the association. Not thread-safe: one
-    association thread (or DUL thread) feeds it.
+    ``called``/``calling`` are the AE titles of the association, ``calling_address`` the peer's
+    IP address. Not thread-safe: one association thread (or DUL thread) feeds it.
     """
 
     def __init__(self, grouper: Grouper, called: str, calling: str, sop_class: str, sop_uid: str,
-                 transfer_syntax: str, header: bytes) -> None:
+                 transfer_syntax: str, header: bytes, calling_address: str = "") -> None:
         self._grouper = grouper
         self._called = called
         self._calling = calling
+        self._calling_address = calling_address
         self._sop_uid = sop_uid
         self._transfer_syntax = transfer_syntax
         self._header = header
@@ -115,7 +116,8 @@ class IncomingInstance:
 
     def _open(self, identity: Identity, data: bytes | bytearray | memoryview) -> None:
         try:
-            self._slot = self._grouper.reserve(self._called, self._calling, identity.study_uid)
+            self._slot = self._grouper.reserve(self._called, self._calling, identity.study_uid,
+                                               self._calling_address)
             self._file = DurableFile(self._slot.input_dir, self._sop_uid + INSTANCE_SUFFIX)
         except (OSError, sqlite3.Error) as exc:
             self._fail(exc)

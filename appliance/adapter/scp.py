@@ -7,7 +7,11 @@ Association policy (A-ASSOCIATE-RJ result/source/reason per PS3.8 9.3.4):
   service-user, *calling-AE-title-not-recognized*; the AE title is a source but not from its
   host: rejected-permanent, service-user, *no-reason-given*;
 * more than ``max-associations`` at once: rejected-transient, service-provider (presentation),
-  *local-limit-exceeded* (pynetdicom's own check).
+  *local-limit-exceeded* (pynetdicom's own check);
+* intake of the called AE title paused by an operator (the dashboard): rejected-transient,
+  service-provider (presentation), *temporary-congestion*, and a log line naming the pause. An
+  association already open when the pause starts finishes its transfer, so a study is not cut
+  in half.
 
 C-STORE requests are received by :mod:`~appliance.adapter.pdata` (fragments written to disk as
 they arrive) or, for what it leaves to pynetdicom, by :meth:`StorageSCP._on_store`; both file
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Collection
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
@@ -55,6 +60,7 @@ IMPLEMENTATION_VERSION_NAME = f"APPLIANCE_{__version__}"[:16]
 _REJECT_CALLED = (0x01, 0x01, 0x07)
 _REJECT_CALLING = (0x01, 0x01, 0x03)
 _REJECT_NO_REASON = (0x01, 0x01, 0x01)
+_REJECT_PAUSED = (0x02, 0x03, 0x01)
 
 
 def _file_header(sop_class: str, sop_instance: str, transfer_syntax: str, calling_ae: str) -> bytes:
@@ -64,11 +70,16 @@ def _file_header(sop_class: str, sop_instance: str, transfer_syntax: str, callin
 
 
 class StorageSCP:
-    """Listens on ``config.bind_address:config.port`` and files instances through ``grouper``."""
+    """Listens on ``config.bind_address:config.port`` and files instances through ``grouper``.
 
-    def __init__(self, config: ScpConfig, grouper: Grouper) -> None:
+    ``paused`` returns the AE titles whose intake is paused now (asked once per association).
+    """
+
+    def __init__(self, config: ScpConfig, grouper: Grouper,
+                 paused: Callable[[], Collection[str]] = frozenset) -> None:
         self._config = config
         self._grouper = grouper
+        self._paused = paused
         self._server: ThreadedAssociationServer | None = None
         self._thread: threading.Thread | None = None
         self._sources = {(s.ae_title, s.host_ip) for s in config.sources}
@@ -99,6 +110,12 @@ class StorageSCP:
         """The TCP port actually listened on."""
         assert self._server is not None, "not started"
         return int(self._server.server_address[1])
+
+    def open_associations(self) -> list[dict[str, str]]:
+        """The associations open now: calling AE title, its address, called AE title."""
+        return [{"calling": str(a.requestor.ae_title).strip(), "address": str(a.requestor.address),
+                 "called": str(a.acceptor.ae_title).strip()}
+                for a in self._ae.active_associations if a.is_established]
 
     def start(self) -> None:
         """Bind and serve on a background thread."""
@@ -147,6 +164,10 @@ class StorageSCP:
             reject = _REJECT_CALLED
         elif self._config.reject_unknown_sources and (calling, address) not in self._sources:
             reject = _REJECT_CALLING if calling not in self._source_titles else _REJECT_NO_REASON
+        elif called in self._paused():
+            LOG.warning("association from %s@%s to %s refused: intake of %s is paused", calling, address, called,
+                        called)
+            reject = _REJECT_PAUSED
         if reject is not None:
             LOG.warning("association from %s@%s to %s rejected (result %d, source %d, reason %d)",
                         calling, address, called, *reject)
@@ -180,4 +201,5 @@ class StorageSCP:
         sop_class = sop_class.strip("\0 ")
         calling = str(assoc.requestor.ae_title).strip()
         return IncomingInstance(self._grouper, assoc.acceptor.ae_title, calling, sop_class, sop_uid,
-                                transfer_syntax, _file_header(sop_class, sop_uid, transfer_syntax, calling))
+                                transfer_syntax, _file_header(sop_class, sop_uid, transfer_syntax, calling),
+                                calling_address=str(assoc.requestor.address))

@@ -16,7 +16,7 @@ import threading
 
 from appliance import systemd
 from appliance.exporter.worker import ExportWorker
-from appliance.jobs import JobStore
+from appliance.jobs import JobStore, control
 from appliance.jobs.lock import StoreBusy, hold
 from appliance.settings import AdapterConfig
 from appliance.storage import PayloadLayout
@@ -34,6 +34,8 @@ class Exporter:
         self.config = config
         self.store = JobStore(config.storage.database)
         self.worker = ExportWorker(config, self.store, PayloadLayout(config.storage.root))
+        self.heartbeat = control.Heartbeat(self.store, "exporter", lambda: {
+            "loop_alive": self.worker.alive, "destinations": [d.name for d in config.dicom.scu.destinations]})
         self._stop = threading.Event()
 
     def request_stop(self) -> None:
@@ -61,9 +63,11 @@ class Exporter:
                     LOG.error("the export loop died; exiting so that systemd restarts the exporter")
                     status = 1
                     break
+                self.heartbeat.tick()
                 watchdog.tick()
         finally:
             systemd.notify("STOPPING=1")
+            self.heartbeat.stopped()
             self.worker.stop()
             self.store.close()
             os.close(lock)

@@ -84,7 +84,9 @@ class ExportWorker:
         """Send ``job``'s results to each of its destinations and record the outcome."""
         files = result_files(self._layout.output_dir(job.id))
         failures: list[str] = []
-        for name in job.destinations:
+        # An operator's "retry export" or "send to" names only some destinations.
+        targets = job.export_to if job.export_to is not None else job.destinations
+        for name in targets:
             if self._stop.is_set():
                 # Shutting down mid-job: leave it to be sent again after the restart.
                 return self._store.set_state(job.id, JobState.EXPORTING)
@@ -96,7 +98,7 @@ class ExportWorker:
         if failures:
             return self._store.set_state(
                 job.id, JobState.FAILED, error=f"export failed to {', '.join(failures)}", phase="export")
-        LOG.info("job %s: exported to %s", job.id, ", ".join(job.destinations) or "(no destination)")
+        LOG.info("job %s: exported to %s", job.id, ", ".join(targets) or "(no destination)")
         return self._store.set_state(job.id, JobState.DONE)
 
     def _record(self, job: Job, name: str, attempt: int, outcome: str, sent: int, failed: int,
@@ -104,7 +106,7 @@ class ExportWorker:
         self._store.record_export(ExportRecord(job.id, name, attempt, outcome, sent, failed, detail, time.time()))
 
     def _export_to(self, job: Job, name: str, files: list[Path]) -> bool | None:
-        """True when all delivered, False when given up, None when interrupted by stop()."""
+        """True when all delivered, False when given up, None when interrupted by stop() or a cancel."""
         policy = self._config.export
         destination = self._config.dicom.scu.destination(name)
         if destination is None:
@@ -117,6 +119,9 @@ class ExportWorker:
         refused: dict[Path, str] = {}
         delivered = 0
         for attempt in range(1, policy.max_attempts + 1):
+            if attempt > 1 and self._store.get(job.id).state is JobState.CANCELLED:
+                LOG.info("job %s: cancelled; no more tries to %s", job.id, name)
+                return None
             result = send(destination, pending, self._config.dicom.scu.ae_title, policy.timeout_seconds)
             delivered += len(result.delivered)
             refused.update(result.rejected)

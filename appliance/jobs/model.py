@@ -11,6 +11,9 @@ class JobState(str, enum.Enum):
 
     ``receiving`` -> ``ready`` -> ``running`` -> ``exporting`` -> ``sending`` -> ``done``;
     ``running``/``sending`` -> ``failed``; ``failed`` -> ``ready`` or ``exporting`` (retry).
+    Any state but ``done`` -> ``cancelled`` (an operator's decision). A cancelled job stays
+    cancelled: a service's later move of it is ignored (:meth:`~appliance.jobs.JobStore.set_state`).
+    Operators may run ``done``, ``failed`` and ``cancelled`` jobs again (:mod:`appliance.jobs.operator`).
     """
 
     RECEIVING = "receiving"  #: the adapter still adds instances (quiet window not over)
@@ -20,17 +23,20 @@ class JobState(str, enum.Enum):
     SENDING = "sending"  #: claimed by the exporter
     DONE = "done"  #: results delivered to every destination (or there were none)
     FAILED = "failed"  #: see ``error`` and ``failed_phase``
+    CANCELLED = "cancelled"  #: stopped by an operator; ``error`` says who and why
 
 
 #: Allowed ``from -> to`` moves; anything else raises :class:`InvalidTransition`.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.RECEIVING: frozenset({JobState.READY}),
-    JobState.READY: frozenset({JobState.RUNNING}),
-    JobState.RUNNING: frozenset({JobState.EXPORTING, JobState.DONE, JobState.FAILED, JobState.READY}),
-    JobState.EXPORTING: frozenset({JobState.SENDING}),
-    JobState.SENDING: frozenset({JobState.DONE, JobState.FAILED, JobState.EXPORTING}),
+    JobState.RECEIVING: frozenset({JobState.READY, JobState.CANCELLED}),
+    JobState.READY: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.EXPORTING, JobState.DONE, JobState.FAILED, JobState.READY,
+                                 JobState.CANCELLED}),
+    JobState.EXPORTING: frozenset({JobState.SENDING, JobState.CANCELLED}),
+    JobState.SENDING: frozenset({JobState.DONE, JobState.FAILED, JobState.EXPORTING, JobState.CANCELLED}),
     JobState.DONE: frozenset(),
-    JobState.FAILED: frozenset({JobState.READY, JobState.EXPORTING}),
+    JobState.FAILED: frozenset({JobState.READY, JobState.EXPORTING, JobState.CANCELLED}),
+    JobState.CANCELLED: frozenset(),
 }
 
 
@@ -64,6 +70,10 @@ class Job:
     error: str | None
     failed_phase: str | None  #: "pipeline" or "export" when state is failed
     resumes: int = 0  #: times this attempt was resumed after a worker crash or kill
+    calling_address: str = ""  #: IP address of the peer that sent the first instance ("" if unknown)
+    #: Destinations the next export sends to; None: all of ``destinations``. Set by an operator's
+    #: "retry export" (the failed ones) or "send to" (one more destination).
+    export_to: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

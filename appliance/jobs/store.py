@@ -89,11 +89,14 @@ _ADDED_COLUMNS = (
     ("stages", "ended_at", "REAL"),
     ("stages", "duration_s", "REAL"),
     ("stages", "attempt", "INTEGER"),
+    ("jobs", "calling_address", "TEXT NOT NULL DEFAULT ''"),
+    ("jobs", "export_to", "TEXT"),  # JSON list of destination names, or NULL: all destinations
 )
 
 _JOB_COLUMNS = (
     "id, state, called_ae, calling_ae, study_uid, workflow, destinations, version, instance_count, "
-    "created_at, updated_at, last_instance_at, ready_at, finished_at, attempt, error, failed_phase, resumes"
+    "created_at, updated_at, last_instance_at, ready_at, finished_at, attempt, error, failed_phase, resumes, "
+    "calling_address, export_to"
 )
 _STAGE_COLUMNS = "stage, status, detail, started_at, ended_at, duration_s, job_id, attempt, at"
 
@@ -118,6 +121,8 @@ def _job(row: tuple[Any, ...]) -> Job:
         error=row[15],
         failed_phase=row[16],
         resumes=row[17],
+        calling_address=row[18],
+        export_to=None if row[19] is None else tuple(json.loads(row[19])),
     )
 
 
@@ -238,8 +243,10 @@ class JobStore:
         study_uid: str,
         workflow: str,
         destinations: Iterable[str] = (),
+        calling_address: str = "",
     ) -> Job:
-        """Record a new job in state ``receiving``; its version follows the (AE, study)'s last."""
+        """Record a new job in state ``receiving``; its version follows the (AE, study)'s last.
+        ``calling_address`` is the sending peer's IP address."""
         now = time.time()
         with self._transaction() as db:
             (previous,) = db.execute(
@@ -248,9 +255,9 @@ class JobStore:
             ).fetchone()
             db.execute(
                 "INSERT INTO jobs (id, state, called_ae, calling_ae, study_uid, workflow, destinations,"
-                " version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " version, created_at, updated_at, calling_address) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, JobState.RECEIVING.value, called_ae, calling_ae, study_uid, workflow,
-                 json.dumps(list(destinations)), previous + 1, now, now),
+                 json.dumps(list(destinations)), previous + 1, now, now, calling_address),
             )
         return self.get(job_id)
 
@@ -372,6 +379,8 @@ class JobStore:
         """Move the job to ``state`` if the life cycle allows it (see ``TRANSITIONS``).
 
         ``error`` and ``phase`` (``pipeline``/``export``) are recorded when moving to ``failed``.
+        A ``cancelled`` job is returned unchanged: an operator cancelled it while a service
+        worked on it, and the service's result must not revive it.
         """
         fields: dict[str, Any] = {}
         if state is JobState.FAILED:
@@ -418,10 +427,12 @@ class JobStore:
             if row[0] != JobState.FAILED.value:
                 raise InvalidTransition(f"{job_id}: only a failed job can be retried (it is {row[0]})")
             target = JobState.EXPORTING if row[1] == "export" and not pipeline else JobState.READY
+            # A new pipeline run exports to every destination again.
             db.execute(
                 "UPDATE jobs SET state = ?, attempt = attempt + 1, resumes = 0, error = NULL, failed_phase = NULL,"
-                " finished_at = NULL, updated_at = ? WHERE id = ?",
-                (target.value, time.time(), job_id),
+                " finished_at = NULL, updated_at = ?,"
+                " export_to = CASE WHEN ? THEN NULL ELSE export_to END WHERE id = ?",
+                (target.value, time.time(), target is JobState.READY, job_id),
             )
         return self.get(job_id)
 
@@ -447,6 +458,8 @@ class JobStore:
             if row is None:
                 raise UnknownJob(job_id)
             current = JobState(row[0])
+            if current is JobState.CANCELLED:
+                return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone())
             if target not in TRANSITIONS[current]:
                 raise InvalidTransition(f"{job_id}: {current.value} -> {target.value} is not allowed")
             fields.update(state=target.value, updated_at=time.time())

@@ -21,8 +21,8 @@ from appliance.jobs import Job, JobState, JobStore
 from appliance.pipeline import Stage, StageContext, StageRecord, default_stages, run_stages
 from appliance.settings import TritonSettings, WorkerConfig, Workflow
 from appliance.storage import PayloadLayout
-from appliance.worker.catalog import UnknownWorkflow, WorkflowCatalog
 from appliance.worker.publish import PublishStage
+from appliance.workflows.catalog import UnknownWorkflow, WorkflowCatalog
 
 LOG = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ import threading
 import time
 
 from appliance import systemd
-from appliance.jobs import Job, JobState, JobStore
+from appliance.jobs import Job, JobState, JobStore, control
 from appliance.jobs.lock import StoreBusy, hold
 from appliance.settings import AdapterConfig
 from appliance.storage import PayloadLayout
-from appliance.worker.catalog import WorkflowCatalog
 from appliance.worker.runner import JobRunner
+from appliance.workflows.catalog import WorkflowCatalog
 
 LOG = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ class Worker:
         self._threads_lock = threading.Lock()
         gate = threading.BoundedSemaphore(self.settings.max_concurrent_inference)
         self.runner = JobRunner(self.store, self.layout, catalog, self.settings, gate, self._stop)
+        self.heartbeat = control.Heartbeat(self.store, "worker", self._status)
+
+    def _status(self) -> dict[str, object]:
+        with self._threads_lock:
+            running = sorted(t.name.removeprefix("job-") for t in self._threads)
+        return {"running": running, "slots": self.settings.workers}
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to return (safe from signal handlers and other threads)."""
@@ -77,6 +83,7 @@ class Worker:
             self._serve()
         finally:
             systemd.notify("STOPPING=1")
+            self.heartbeat.stopped()
             finished = self._drain(self.settings.shutdown_grace_seconds)
             if finished:
                 self.store.close()
@@ -92,6 +99,7 @@ class Worker:
         poll = self.settings.poll_seconds
         while not self._stop.is_set():
             watchdog.tick()
+            self.heartbeat.tick()
             if not self._slots.acquire(timeout=poll):
                 continue
             try:

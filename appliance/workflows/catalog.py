@@ -1,4 +1,6 @@
-"""Which workflow a job runs: the shipped definitions plus an optional folder of workflow files.
+"""Which workflow a job runs: the shipped definitions plus an optional folder of workflow files
+(``worker.workflows-dir``). The worker resolves jobs with it; the dashboard finds the models to
+health-check with it.
 
 A job carries a workflow *name* (from its AE title's ``workflow`` in the adapter configuration).
 Names resolve exactly (case-sensitive) against the workflows in ``worker.workflows-dir`` first,
