@@ -10,12 +10,13 @@ giving its own file the same ``name``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.settings import AeTitleConfig, SettingsError, Workflow, load_workflow
+from appliance.settings import AeTitleConfig, SettingsError, TritonSettings, WorkerConfig, Workflow, load_workflow
 from appliance.settings.source import Loc
 from appliance.workflows import shipped_workflows
 
@@ -77,3 +78,10 @@ class WorkflowCatalog:
             except UnknownWorkflow as exc:
                 problems.append((("dicom", "scp", "ae-titles", i, "workflow"), str(exc)))
         return problems
+
+
+def triton_settings(workflow: Workflow, config: WorkerConfig) -> TritonSettings:
+    """The workflow's Triton settings with the URL ``worker.triton`` sets for its protocol, if any."""
+    own = workflow.inference.triton
+    url = config.triton.http_url if own.protocol == "http" else config.triton.grpc_url
+    return dataclasses.replace(own, url=url) if url else own

@@ -1,0 +1,99 @@
+"""Helpers for the dashboard tests and benchmarks/dashboard.py: users with known passwords, a
+configuration, and finished jobs made with the real reader and writer stages (no model server:
+the phantom's ground truth stands in for the model's labels)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance.dashboard.auth import hash_password
+from appliance.jobs import ExportRecord, Job, JobState, JobStore, StageRecord
+from appliance.phantom import PhantomFiles
+from appliance.pipeline.reader import read_series
+from appliance.pipeline.writer import write_outputs
+from appliance.storage import PayloadLayout
+from appliance.workflows import shipped_workflows
+
+#: name -> (password, role)
+USERS = {"alice": ("alice-secret", "admin"), "olga": ("olga-secret", "operator"), "vic": ("vic-secret", "viewer")}
+_HASHES: dict[str, str] = {}
+
+
+def users() -> list[dict[str, str]]:
+    """``dashboard.users`` for :data:`USERS` (hashed once per process)."""
+    for name, (password, _) in USERS.items():
+        _HASHES.setdefault(name, hash_password(password))
+    return [{"name": n, "password-hash": _HASHES[n], "role": role} for n, (_, role) in USERS.items()]
+
+
+def dashboard_config(root: Path, port: int = 8443, destinations: list[dict[str, Any]] | None = None,
+                     **dashboard: Any) -> dict[str, Any]:
+    """A configuration (AE titles OrganSeg and LiverSeg) with the dashboard's users; ``dashboard``
+    keys with ``_`` for ``-``."""
+    dests = destinations if destinations is not None else [
+        {"name": "PACS", "host-ip": "127.0.0.1", "port": 1, "ae-title": "PACS"},
+        {"name": "ARCHIVE", "host-ip": "127.0.0.1", "port": 2, "ae-title": "ARCHIVE"}]
+    names = [d["name"] for d in dests]
+    return {
+        "dicom": {"scp": {"port": 11112, "bind-address": "127.0.0.1", "ae-titles": [
+            {"ae-title": "OrganSeg", "workflow": "OrganSeg", "destinations": names[:1] or "none"},
+            {"ae-title": "LiverSeg", "workflow": "LiverSeg", "destinations": names[:1] or "none"}]},
+            "scu": {"ae-title": "ClaraSCU", "destinations": dests}},
+        "storage": {"root": str(root)},
+        "dashboard": {"bind-address": "127.0.0.1", "port": port, "users": users(),
+                      **{k.replace("_", "-"): v for k, v in dashboard.items()}},
+    }
+
+
+def make_job(store: JobStore, job_id: str, *, study_uid: str = "1.2.3", called: str = "OrganSeg",
+             state: JobState = JobState.READY, destinations: tuple[str, ...] = ("PACS",), instances: int = 40,
+             calling_address: str = "127.0.0.1", phase: str = "export") -> Job:
+    """A job moved along the real life cycle to ``state`` (records as the services would write them);
+    a failed one fails in ``phase`` (``pipeline``: at inference, or ``export``)."""
+    store.create(job_id, called_ae=called, calling_ae="STORESCU", study_uid=study_uid, workflow=called,
+                 destinations=destinations, calling_address=calling_address)
+    store.update_progress(job_id, instances, time.time())
+    if state is JobState.RECEIVING:
+        return store.get(job_id)
+    store.mark_ready(job_id, instances)
+    if state is JobState.READY:
+        return store.get(job_id)
+    claimed = store.claim_next_ready()
+    assert claimed is not None and claimed.id == job_id, claimed
+    if state is JobState.RUNNING:
+        return store.get(job_id)
+    for stage in ("reader", "inference", "writer", "export"):
+        t = time.time()
+        record_id = store.start_stage(job_id, stage, 1, started_at=t)
+        failed = state is JobState.FAILED and phase == "pipeline" and stage == "inference"
+        store.finish_stage(record_id, StageRecord(stage, "failed" if failed else "succeeded",
+                                                  "ServerUnavailableError: down" if failed else "", t, t + 0.01, 0.01))
+        if failed:
+            return store.set_state(job_id, JobState.FAILED, error="inference: down", phase="pipeline")
+    store.set_state(job_id, JobState.EXPORTING)
+    if state is JobState.EXPORTING:
+        return store.get(job_id)
+    store.claim_next_export()
+    for name in destinations:
+        outcome = "failed" if state is JobState.FAILED else "sent"
+        store.record_export(ExportRecord(job_id, name, 1, outcome, 0 if outcome == "failed" else 1,
+                                         1 if outcome == "failed" else 0, "no association", time.time()))
+    if state is JobState.FAILED:
+        return store.set_state(job_id, JobState.FAILED, error=f"export failed to {', '.join(destinations)}",
+                               phase="export")
+    return store.set_state(job_id, JobState.DONE)
+
+
+def add_result(layout: PayloadLayout, job_id: str, phantom: PhantomFiles, workflow: str = "OrganSeg") -> Path:
+    """Put ``phantom`` into the job's folder as the adapter, reader and writer would; return the SEG."""
+    wf = shipped_workflows()[workflow]
+    shutil.copytree(phantom.series_dir, layout.input_dir(job_id), dirs_exist_ok=True)
+    reader = read_series(layout.input_dir(job_id), wf.reader, layout.payload_dir(job_id) / "reader")
+    artifacts = write_outputs(reader.manifest, phantom.ground_truth, wf, layout.payload_dir(job_id) / "writer")
+    layout.output_dir(job_id).mkdir(parents=True, exist_ok=True)
+    seg = layout.output_dir(job_id) / "seg.dcm"
+    shutil.copy(artifacts["seg"], seg)
+    return seg
