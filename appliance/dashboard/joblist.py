@@ -124,7 +124,7 @@ class JobList:
         return JobRow(job, self.details.get(job.id), count_outputs(self.layout, job.id))
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: kept in a set
 class _Subscriber:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[list[Job]] = field(default_factory=asyncio.Queue)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -270,3 +271,26 @@ def test_the_audit_log_is_for_admins(client: TestClient, config: AdapterConfig, 
     log_in(client, user)
     page = client.get("/audit").text
     assert "login" in page and "alice" in page
+
+
+def test_the_event_stream_sends_changed_rows(client: TestClient, config: AdapterConfig) -> None:
+    log_in(client, "vic")
+    with client.stream("GET", "/events?state=done") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines) == "retry: 2000"  # subscribed from here on
+        with store_of(config) as store:
+            make_job(store, "OrganSeg-1", state=JobState.READY)
+            store.claim_next_ready()
+            store.set_state("OrganSeg-1", JobState.FAILED, error="x", phase="pipeline")
+        events = []
+        for line in lines:
+            if line.startswith(": keep-alive"):
+                break  # 15 s without the change: fail below
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+                if events[-1]["state"] == "failed":
+                    break
+    assert events and events[-1]["id"] == "OrganSeg-1"
+    # Not in the filtered list (state=done): the row is to be removed, not shown.
+    assert events[-1]["html"] == ""

@@ -7,6 +7,7 @@
   const body = table.tBodies[0];
   const live = document.getElementById("live");
   const shown = document.getElementById("shown");
+  const total = document.getElementById("total");
   const source = new EventSource("/events?" + table.dataset.query);
   source.onopen = () => { live.textContent = "live"; live.classList.remove("off"); };
   source.onerror = () => { live.textContent = "reconnecting…"; live.classList.add("off"); };
@@ -14,13 +15,14 @@
     const change = JSON.parse(event.data);
     const old = document.getElementById("job-" + change.id);
     if (!change.html) {
-      if (old) old.remove();
+      if (old) { old.remove(); total.textContent = String(Number(total.textContent) - 1); }
     } else {
       const holder = document.createElement("template");
       holder.innerHTML = change.html.trim();
       const row = holder.content.firstElementChild;
       row.classList.add("flash");
-      if (old) old.replaceWith(row); else body.prepend(row);
+      if (old) old.replaceWith(row);
+      else { body.prepend(row); total.textContent = String(Number(total.textContent) + 1); }
     }
     shown.textContent = String(body.rows.length);
   });

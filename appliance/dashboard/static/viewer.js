@@ -6,8 +6,10 @@
   const root = document.getElementById("viewer");
   const status = document.getElementById("status");
   const base = root.dataset.base;
+  // Radiological convention, as CT is read: the patient's right on the screen's left.
   const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: false, isColorbar: false,
-                                 crosshairWidth: 0, multiplanarForceRender: true, dragAndDropEnabled: false });
+                                 crosshairWidth: 0, multiplanarForceRender: true, dragAndDropEnabled: false,
+                                 isRadiologicalConvention: true });
   const state = { nv, segments: [], visible: {}, opacity: {}, ready: false };
   window.applianceViewer = state;
   await nv.attachTo("gl");
