@@ -244,12 +244,14 @@ async def jobs_page(request: Request, session: Session) -> Response:
     filters = _filters(request)
     rows, total = await run_in_threadpool(dash.jobs.rows, filters)
     return dash.render(request, "jobs.html", session, rows=rows, total=total, filters=filters,
-                       states=list(JobState), ae_titles=[a.ae_title for a in dash.config.dicom.scp.ae_titles])
+                       states=list(JobState), ae_titles=[a.ae_title for a in dash.config.dicom.scp.ae_titles],
+                       since=f"{time.time() - JobFeed.OVERLAP_SECONDS:.3f}")
 
 
 async def events(request: Request) -> Response:
     """Server-sent events: ``job`` with ``{"id", "state", "html"}`` for each changed job (``html``
-    empty when it no longer matches the filters); ``job`` in the query follows one job only."""
+    empty when it no longer matches the filters); ``job`` in the query follows one job only, and
+    ``since`` (UNIX s, the page's rendering) first replays what changed since then."""
     dash = _dashboard(request)
     token = request.cookies.get(SESSION_COOKIE)
     if dash.sessions.get(token) is None:
@@ -258,16 +260,18 @@ async def events(request: Request) -> Response:
     only = request.query_params.get("job")
     row_template = dash.templates.get_template("_row.html")
 
+    try:
+        since = float(request.query_params.get("since", ""))
+    except ValueError:
+        since = None
+
     async def stream() -> AsyncIterator[str]:
         queue = dash.feed.subscribe()
         try:
             yield "retry: 2000\n\n"
+            # What changed between the page's rendering and this subscription.
+            changed = dash.jobs.since(since) if since is not None else []
             while dash.sessions.get(token) is not None:
-                try:
-                    changed = await asyncio.wait_for(queue.get(), 15)
-                except asyncio.TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
                 for job in changed:
                     if only and job.id != only:
                         continue
@@ -275,6 +279,11 @@ async def events(request: Request) -> Response:
                     html = (row_template.render(r=row, now=time.time(), short_duration=short_duration)
                             if filters.matches(job, row.details) else "")
                     yield f"event: job\ndata: {json.dumps({'id': job.id, 'state': job.state.value, 'html': html})}\n\n"
+                try:
+                    changed = await asyncio.wait_for(queue.get(), 15)
+                except asyncio.TimeoutError:
+                    changed = []
+                    yield ": keep-alive\n\n"
         finally:
             dash.feed.unsubscribe(queue)
 
@@ -325,6 +334,7 @@ def _job_view(dash: Dashboard, job: Job) -> dict[str, Any]:
         "failed_destinations": failed,
         "root": dash.layout.root,
         "final": job.state in FINAL_STATES,
+        "since": f"{time.time() - JobFeed.OVERLAP_SECONDS:.3f}",
     }
 
 

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 import pydicom
@@ -36,6 +37,7 @@ class StudyDetails:
     study_description: str = ""
     modality: str = ""
 
+    @cached_property
     def text(self) -> str:
         """Everything, lower-case, for searching."""
         return " ".join(asdict(self).values()).lower()

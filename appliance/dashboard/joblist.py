@@ -62,7 +62,7 @@ class Filters:
             needle = self.q.lower()
             text = " ".join((job.id, job.called_ae, job.calling_ae, job.calling_address, job.study_uid,
                              job.workflow, job.state.value)).lower()
-            if needle not in text and (details is None or needle not in details.text()):
+            if needle not in text and (details is None or needle not in details.text):
                 return False
         return True
 
@@ -99,25 +99,61 @@ def count_outputs(layout: PayloadLayout, job_id: str) -> int:
 
 
 class JobList:
-    """Builds list rows from the job store, the details cache and the payload folders."""
+    """The jobs, newest first, kept in memory and refreshed by :class:`JobFeed`; builds the list's rows.
+
+    The first :meth:`refresh` reads every job; later ones read only what changed, so a request for
+    the list never scans the job store.
+    """
 
     def __init__(self, store: JobStore, details: DetailsCache, layout: PayloadLayout) -> None:
         self.store = store
         self.details = details
         self.layout = layout
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._newest_first: list[Job] = []
+        self._loaded = False
+
+    def refresh(self, since: float | None = None) -> list[Job]:
+        """Read the jobs changed at or after ``since`` (all when None); return those that really changed."""
+        fresh = self.store.list_jobs(updated_since=since)
+        with self._lock:
+            changed = [j for j in fresh if self._jobs.get(j.id) != j]
+            if since is None:  # a full read also forgets jobs that are gone
+                gone = set(self._jobs) - {j.id for j in fresh}
+                for job_id in gone:
+                    del self._jobs[job_id]
+            else:
+                gone = set()
+            if changed or gone:
+                added = any(j.id not in self._jobs for j in changed)
+                self._jobs.update((j.id, j) for j in changed)
+                if added or gone:
+                    self._newest_first = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
+                else:
+                    self._newest_first = [self._jobs[j.id] for j in self._newest_first]
+            self._loaded = True
+        return changed
+
+    def jobs(self) -> list[Job]:
+        """Every job, newest first (read from the store at the first call)."""
+        if not self._loaded:
+            self.refresh()
+        return self._newest_first
+
+    def since(self, when: float) -> list[Job]:
+        """The jobs changed at or after ``when`` (UNIX s), from memory."""
+        return [j for j in self.jobs() if j.updated_at >= when]
 
     def rows(self, filters: Filters) -> tuple[list[JobRow], int]:
         """The newest ``filters.limit`` matching rows and how many jobs match in all."""
-        jobs = self.store.list_jobs(filters.states or None)
-        jobs.reverse()
-        if not filters.q and not filters.ae:
-            matching = jobs
-        else:
-            matching = [j for j in jobs if filters.matches(j, self.details.get(j.id))]
-        shown = matching[:filters.limit]
+        jobs = self.jobs()
+        if filters.states or filters.q or filters.ae:
+            jobs = [j for j in jobs if filters.matches(j, self.details.get(j.id))]
+        shown = jobs[:filters.limit]
         # Details of the rows shown are read now (once per job); the rest by the feed's thread.
         self.details.fill([j.id for j in shown])
-        return [self.row(j) for j in shown], len(matching)
+        return [self.row(j) for j in shown], len(jobs)
 
     def row(self, job: Job) -> JobRow:
         """The row of ``job``."""
@@ -131,11 +167,14 @@ class _Subscriber:
 
 
 class JobFeed:
-    """One thread that polls the store for changed jobs every ``poll_seconds`` and hands them to
-    every subscriber (the live list's event streams). Also reads the details of new jobs."""
+    """One thread that refreshes the :class:`JobList` from the store every ``poll_seconds`` and hands
+    the changed jobs to every subscriber (the live list's event streams). It also reads the
+    details of new jobs, and once, at start, of every job (for searching)."""
 
     #: Rows written this long before a poll may still commit after it: they are looked at again.
     OVERLAP_SECONDS = 2.0
+    #: A full read this often forgets jobs deleted from the store.
+    FULL_READ_SECONDS = 60.0
 
     def __init__(self, jobs: JobList, poll_seconds: float = 0.25) -> None:
         self._jobs = jobs
@@ -143,7 +182,6 @@ class JobFeed:
         self._subscribers: set[_Subscriber] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._seen: dict[str, float] = {}
         self._thread = threading.Thread(target=self._run, name="job-feed", daemon=True)
 
     def start(self) -> None:
@@ -168,24 +206,25 @@ class JobFeed:
             self._subscribers = {s for s in self._subscribers if s.queue is not queue}
 
     def _run(self) -> None:
-        since = time.time() - self.OVERLAP_SECONDS
+        since: float | None = None
+        last_full = 0.0
         warm = True
         while not self._stop.wait(self._poll):
             try:
                 now = time.time()
-                changed = [j for j in self._jobs.store.list_jobs(updated_since=since)
-                           if self._seen.get(j.id) != j.updated_at]
+                full = since is None or now - last_full > self.FULL_READ_SECONDS
+                changed = self._jobs.refresh(None if full else since)
+                if full:
+                    last_full = now
                 since = now - self.OVERLAP_SECONDS
                 if warm:  # once: the details of every job, for searching
                     warm = False
-                    self._jobs.details.fill([j.id for j in reversed(self._jobs.store.list_jobs())])
+                    self._jobs.details.fill([j.id for j in self._jobs.jobs()])
             except Exception:  # noqa: BLE001 - the store is busy or gone; try again next poll
                 LOG.debug("job feed: poll failed", exc_info=True)
                 continue
             if not changed:
                 continue
-            for job in changed:
-                self._seen[job.id] = job.updated_at
             self._jobs.details.fill([j.id for j in changed])
             with self._lock:
                 subscribers = list(self._subscribers)

@@ -81,40 +81,63 @@ def render(grey: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], segments:
 
 def lps_arrays(result: Result) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8], tuple[float, float, float]]:
     """CT and labels as arrays indexed [S, P, L] (axes towards superior, posterior, left) and the
-    spacing (x, y, z) in mm, whatever the acquisition's orientation."""
-    ct = sitk.DICOMOrient(result.ct, "LPS")
-    labels = sitk.DICOMOrient(result.labels, "LPS")
-    sx, sy, sz = ct.GetSpacing()
-    # Copies, not views: the reoriented images are freed when this returns.
-    return sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(labels), (sx, sy, sz)
+    spacing (x, y, z) in mm, whatever the acquisition's orientation.
+
+    Like ``DICOMOrient``, each image axis goes to the patient axis its direction is closest to; done
+    with numpy views (transpose and flips), so nothing is copied: the volume may be 150 MB.
+    """
+    direction = np.asarray(result.ct.GetDirection(), np.float64).reshape(3, 3)  # column i: image axis i
+    axes = [int(np.argmax(np.abs(direction[:, i]))) for i in range(3)]
+    if sorted(axes) != [0, 1, 2]:  # two image axes nearest the same patient axis (very oblique)
+        axes = [0, 1, 2]
+    spacing = result.ct.GetSpacing()
+    arrays = []
+    for image in (result.ct, result.labels):
+        array = sitk.GetArrayViewFromImage(image)  # [z, y, x]; valid while result holds the image
+        # numpy dim (2 - i) holds image axis i; it goes to output dim (2 - patient axis).
+        order = [0, 0, 0]
+        for i, a in enumerate(axes):
+            order[2 - a] = 2 - i
+        view = array.transpose(order)
+        for i, a in enumerate(axes):
+            if direction[a, i] < 0:
+                view = np.flip(view, axis=2 - a)
+        arrays.append(view)
+    by_patient = [0.0, 0.0, 0.0]
+    for i, a in enumerate(axes):
+        by_patient[a] = spacing[i]
+    return arrays[0], arrays[1], (by_patient[0], by_patient[1], by_patient[2])
+
+
+def _centre(labels: npt.NDArray[np.uint8]) -> tuple[int, int, int]:
+    """The centre of the segmented voxels (every 4th voxel in-plane is enough), or of the volume."""
+    coarse = labels[:, ::4, ::4] > 0
+    if not coarse.any():
+        return labels.shape[0] // 2, labels.shape[1] // 2, labels.shape[2] // 2
+    centre = []
+    for axis, step in ((0, 1), (1, 4), (2, 4)):
+        profile = coarse.sum(axis=tuple(a for a in range(3) if a != axis), dtype=np.int64)
+        centre.append(int(round(float((profile * np.arange(profile.size)).sum() / profile.sum()) * step)))
+    return centre[0], centre[1], centre[2]
 
 
 def build(result: Result) -> dict[str, bytes]:
     """The PNGs of :data:`NAMES` for ``result``."""
     ct, labels, (sx, sy, sz) = lps_arrays(result)
-    segmented = np.argwhere(labels > 0) if labels.any() else None
-    if segmented is not None:
-        k, j, i = (int(v) for v in segmented.mean(axis=0))
-    else:
-        k, j, i = (n // 2 for n in ct.shape)
+    k, j, i = _centre(labels)
     up = slice(None, None, -1)  # head up: superior rows first
     seg = result.segments
     return {
-        "mip": render(_window(ct.max(axis=1)[up], *MIP_WINDOW), _projection(labels, seg)[up], seg, (sz, sx)),
+        # Per pixel of the MIP, the highest segment number along anterior-posterior (segments of
+        # the appliance's SEGs do not overlap, so that is the one segment there).
+        "mip": render(_window(ct.max(axis=1)[up], *MIP_WINDOW), np.ascontiguousarray(labels.max(axis=1)[up]), seg,
+                      (sz, sx)),
         "axial": render(_window(ct[k], *SOFT_TISSUE), np.ascontiguousarray(labels[k]), seg, (sy, sx)),
         "coronal": render(_window(ct[:, j, :][up], *SOFT_TISSUE), np.ascontiguousarray(labels[:, j, :][up]),
                           seg, (sz, sx)),
         "sagittal": render(_window(ct[:, :, i][up], *SOFT_TISSUE), np.ascontiguousarray(labels[:, :, i][up]),
                            seg, (sz, sy)),
     }
-
-
-def _projection(labels: npt.NDArray[np.uint8], segments: tuple[Segment, ...]) -> npt.NDArray[np.uint8]:
-    """Per coronal pixel, the highest-numbered segment present along anterior-posterior."""
-    out = np.zeros((labels.shape[0], labels.shape[2]), np.uint8)
-    for segment in segments:
-        out[(labels == segment.number).any(axis=1)] = segment.number
-    return out
 
 
 def cached(result: Result, folder: Path) -> dict[str, Path]:

@@ -131,10 +131,10 @@ def load(files: ResultFiles) -> Result:
         raise NoResult(f"the SEG's frames make {array.shape[::-1]} voxels but the CT has {size}")
     labels = sitk.GetImageFromArray(array)
     labels.CopyInformation(ct)
-    counts = np.bincount(array.ravel(), minlength=256)
     voxel_ml = float(np.prod(ct.GetSpacing())) / 1000.0
-    segments = tuple(Segment(n, label, rgb, int(counts[n]), round(int(counts[n]) * voxel_ml, 2))
-                     for n, label, rgb in described)
+    # count_nonzero per segment, not bincount: bincount widens 300 MB of uint8 to int64 first.
+    counts = {n: int(np.count_nonzero(array == n)) for n, _, _ in described}
+    segments = tuple(Segment(n, label, rgb, counts[n], round(counts[n] * voxel_ml, 2)) for n, label, rgb in described)
     return Result(ct, labels, segments, files.key)
 
 

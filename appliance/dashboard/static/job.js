@@ -7,7 +7,7 @@
   }
   const head = document.getElementById("jobhead");
   if (!head || head.dataset.final === "yes") return;
-  const source = new EventSource("/events?job=" + encodeURIComponent(head.dataset.job));
+  const source = new EventSource("/events?job=" + encodeURIComponent(head.dataset.job) + "&since=" + head.dataset.since);
   source.addEventListener("job", (event) => {
     const change = JSON.parse(event.data);
     if (change.id === head.dataset.job && change.state !== head.dataset.state) {

@@ -8,7 +8,8 @@
   const live = document.getElementById("live");
   const shown = document.getElementById("shown");
   const total = document.getElementById("total");
-  const source = new EventSource("/events?" + table.dataset.query);
+  // 'since': the changes between this page's rendering and the subscription are replayed first.
+  const source = new EventSource("/events?" + table.dataset.query + "&since=" + table.dataset.since);
   source.onopen = () => { live.textContent = "live"; live.classList.remove("off"); };
   source.onerror = () => { live.textContent = "reconnecting…"; live.classList.add("off"); };
   source.addEventListener("job", (event) => {
