@@ -22,7 +22,14 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from appliance.settings import AeTitleConfig, DestinationConfig, SettingsError, SourceConfig, parse_config
+from appliance.settings import (
+    AeTitleConfig,
+    DashboardUser,
+    DestinationConfig,
+    SettingsError,
+    SourceConfig,
+    parse_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "appliance"
@@ -30,7 +37,7 @@ SPECS = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argu
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 #: Role variables that are lists of schema sections, and the section.
 NESTED = {"appliance_ae_titles": AeTitleConfig, "appliance_sources": SourceConfig,
-          "appliance_destinations": DestinationConfig}
+          "appliance_destinations": DestinationConfig, "appliance_dashboard_users": DashboardUser}
 #: Keys of the original SDK file that the role does not expose.
 NOT_EXPOSED = {"processors"}
 ONE_DESTINATION = [{"name": "PACS", "host_ip": "10.0.0.5", "port": 4242, "ae_title": "ORTHANC"}]
@@ -93,6 +100,20 @@ def test_the_template_renders_a_valid_configuration() -> None:
     assert config.worker.triton.grpc_url == DEFAULTS["appliance_triton_grpc_url"]
     with pytest.raises(SettingsError, match="AE title OrganSeg sends its results nowhere"):
         parse_config(_render())
+
+
+def test_the_template_renders_the_dashboard_block() -> None:
+    from appliance.dashboard.auth import hash_password
+
+    role_vars = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    users = [{"name": "olga", "role": "operator", "password_hash": hash_password("olga-secret")}]
+    base = {**role_vars, "appliance_destinations": ONE_DESTINATION,
+            "appliance_sources": [{"host_ip": "10.0.0.5", "ae_title": "ORTHANC"}]}
+    config = parse_config(_render(**base, appliance_dashboard_users=users))
+    assert [(u.name, u.role) for u in config.dashboard.users] == [("olga", "operator")]
+    assert (config.dashboard.port, config.dashboard.bind_address) == (8443, "0.0.0.0")
+    assert str(config.dashboard.tls_certificate) == "/etc/appliance/tls/dashboard.crt"  # the role's self-signed one
+    assert parse_config(_render(**base)).dashboard.users == ()
 
 
 def _preflight(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
