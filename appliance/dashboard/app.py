@@ -50,9 +50,10 @@ from appliance.storage import JOB_ID, PayloadLayout
 
 LOG = logging.getLogger(__name__)
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-       "connect-src 'self'; worker-src 'self' blob:; font-src 'self' data:; object-src 'none'; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# Everything from this origin only. The one exception, data: images, is NiiVue's font atlas and
+# material textures, which ship inside its script (nothing is fetched); without it the viewer fails.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 #: Longest accepted form body, bytes.
 MAX_FORM_BYTES = 16 << 10
 FINAL_STATES = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
@@ -271,7 +272,7 @@ async def events(request: Request) -> Response:
             yield "retry: 2000\n\n"
             # What changed between the page's rendering and this subscription.
             changed = dash.jobs.since(since) if since is not None else []
-            while dash.sessions.get(token) is not None:
+            while dash.sessions.alive(token):
                 for job in changed:
                     if only and job.id != only:
                         continue
@@ -314,7 +315,7 @@ def _job_view(dash: Dashboard, job: Job) -> dict[str, Any]:
     result_error = ""
     if outputs or job.state in FINAL_STATES:
         try:
-            segments = list(dash.results.get(job.id).segments)
+            segments = list(dash.results.segments(job.id, dash.cache_root / job.id))
         except NoResult as exc:
             result_error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a damaged SEG shows as a message, not a 500

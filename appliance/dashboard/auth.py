@@ -102,6 +102,13 @@ class Sessions:
             session.expires = now + self._lifetime
             return session
 
+    def alive(self, token: str | None) -> bool:
+        """Whether ``token``'s session is live, without restarting its lifetime (an open page's
+        event stream must not keep an idle login alive)."""
+        with self._lock:
+            session = self._sessions.get(token or "")
+            return session is not None and session.expires >= time.monotonic()
+
     def logout(self, token: str | None) -> None:
         """End the session of ``token`` (if any)."""
         with self._lock:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import highdicom as hd
@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
-from appliance.storage import PayloadLayout
+from appliance.storage import PayloadLayout, write_durably
 
 #: Colours for segments whose SEG gives none (RGB).
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -151,6 +151,20 @@ class ResultCache:
     def files(self, job_id: str) -> ResultFiles:
         """The job's result files (raise :class:`NoResult`)."""
         return ResultFiles.find(self._layout, job_id)
+
+    def segments(self, job_id: str, folder: Path) -> tuple[Segment, ...]:
+        """The job's segments; kept as ``segments.json`` in ``folder`` (the job's cache folder, named
+        by :attr:`ResultFiles.key` under it), so the job page loads the volumes once, not at each view."""
+        files = self.files(job_id)
+        path = folder / files.key / "segments.json"
+        try:
+            return tuple(Segment(**{**item, "rgb": tuple(item["rgb"])}) for item in json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+        segments = self.get(job_id).segments
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_durably(path.parent, path.name, [json.dumps([asdict(s) for s in segments]).encode()])
+        return segments
 
     def get(self, job_id: str) -> Result:
         """The job's result, loaded if needed (raise :class:`NoResult`)."""

@@ -92,7 +92,7 @@ def add_result(layout: PayloadLayout, job_id: str, phantom: PhantomFiles, workfl
     wf = shipped_workflows()[workflow]
     shutil.copytree(phantom.series_dir, layout.input_dir(job_id), dirs_exist_ok=True)
     reader = read_series(layout.input_dir(job_id), wf.reader, layout.payload_dir(job_id) / "reader")
-    artifacts = write_outputs(reader.manifest, phantom.ground_truth, wf, layout.payload_dir(job_id) / "writer")
+    artifacts, _ = write_outputs(reader.manifest, phantom.ground_truth, wf, layout.payload_dir(job_id) / "writer")
     layout.output_dir(job_id).mkdir(parents=True, exist_ok=True)
     seg = layout.output_dir(job_id) / "seg.dcm"
     shutil.copy(artifacts["seg"], seg)

@@ -192,7 +192,11 @@ def test_the_retry_button_really_reruns_a_failed_job(live: LiveStack, operator_p
     page = operator_page
     page.goto(f"{live.url}/jobs/{failed_job.id}")
     page.click("#retry")
-    page.wait_for_selector(".note:has-text('retry: attempt 2')")
+    try:
+        page.wait_for_selector(".note:has-text('retry: attempt 2')")
+    except Exception as exc:
+        raise AssertionError(f"no note after the retry click on {page.url}: {exc}\n--- page\n{page.content()[:3000]}"
+                             f"\n--- dashboard log\n{live.dashboard.log()[-3000:]}") from None
     # The page follows the job by itself until it is done.
     page.wait_for_selector("#jobhead[data-state=done]", timeout=120_000)
     with JobStore(live.stack.database) as store:
