@@ -301,11 +301,6 @@ def _job_or_404(dash: Dashboard, job_id: str) -> Job | None:
         return None
 
 
-def _not_found(dash: Dashboard, request: Request, session: Session, job_id: str) -> Response:
-    return dash.render(request, "error.html", session, status_code=404, title="No such job",
-                       message=f"There is no job {job_id!r}.")
-
-
 def _job_view(dash: Dashboard, job: Job) -> dict[str, Any]:
     stages = dash.store.stages(job.id)
     exports = dash.store.exports(job.id)
@@ -339,13 +334,25 @@ def _job_view(dash: Dashboard, job: Job) -> dict[str, Any]:
     }
 
 
-@page
-async def job_page(request: Request, session: Session) -> Response:
-    dash = _dashboard(request)
-    job_id = request.path_params["job_id"]
-    job = await run_in_threadpool(_job_or_404, dash, job_id)
-    if job is None:
-        return _not_found(dash, request, session, job_id)
+def job_route(handler: Callable[[Request, Session, Dashboard, Job], Awaitable[Response]]
+              ) -> Callable[[Request], Awaitable[Response]]:
+    """A page about the job ``{job_id}`` (a session needed; 404 when there is no such job)."""
+
+    @page
+    async def route(request: Request, session: Session) -> Response:
+        dash = _dashboard(request)
+        job_id = request.path_params["job_id"]
+        job = await run_in_threadpool(_job_or_404, dash, job_id)
+        if job is None:
+            return dash.render(request, "error.html", session, status_code=404, title="No such job",
+                               message=f"There is no job {job_id!r}.")
+        return await handler(request, session, dash, job)
+
+    return route
+
+
+@job_route
+async def job_page(request: Request, session: Session, dash: Dashboard, job: Job) -> Response:
     view = await run_in_threadpool(_job_view, dash, job)
     return dash.render(request, "job.html", session, **view)
 
@@ -360,13 +367,11 @@ async def job_action(request: Request, session: Session, form: dict[str, str]) -
     try:
         message = await run_in_threadpool(run_job_action, dash.context, session, name, job_id, form)
         session.notes.append(f"{name}: {message}")
-        status = 303
     except Refused as exc:
         if not allowed(session.role, JOB_ACTIONS[name][1]):
             return PlainTextResponse(f"forbidden: {exc}", status_code=403)
         session.notes.append(f"{name} refused: {exc}")
-        status = 303
-    return RedirectResponse(f"/jobs/{job_id}", status_code=status)
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
 def _result_folder(dash: Dashboard, job_id: str, key: str) -> Path:
@@ -391,15 +396,10 @@ async def preview(request: Request, session: Session) -> Response:
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
-@page
-async def viewer_page(request: Request, session: Session) -> Response:
-    dash = _dashboard(request)
-    job_id = request.path_params["job_id"]
-    job = await run_in_threadpool(_job_or_404, dash, job_id)
-    if job is None:
-        return _not_found(dash, request, session, job_id)
+@job_route
+async def viewer_page(request: Request, session: Session, dash: Dashboard, job: Job) -> Response:
     try:
-        await run_in_threadpool(dash.results.files, job_id)
+        await run_in_threadpool(dash.results.files, job.id)
     except NoResult as exc:
         return dash.render(request, "error.html", session, status_code=404, title="No result to view",
                            message=str(exc))
