@@ -410,7 +410,7 @@ async def viewer_page(request: Request, session: Session, dash: Dashboard, job: 
 async def viewer_file(request: Request, session: Session) -> Response:
     dash = _dashboard(request)
     job_id, name = request.path_params["job_id"], request.path_params["name"]
-    if name not in ("ct.nii.gz", "labels.nii.gz", "segments.json") or not JOB_ID.match(job_id):
+    if not viewer.NAME.match(name) or not JOB_ID.match(job_id):
         return PlainTextResponse("no such file", status_code=404)
 
     def make() -> viewer.ViewerFiles:
@@ -423,9 +423,11 @@ async def viewer_file(request: Request, session: Session) -> Response:
     except NoResult as exc:
         return PlainTextResponse(str(exc), status_code=404)
     if name == "segments.json":
-        return JSONResponse({"segments": prepared.segments})
-    path = prepared.ct if name == "ct.nii.gz" else prepared.labels
-    return FileResponse(path, media_type="application/octet-stream", headers={"Cache-Control": "private, no-cache"})
+        return JSONResponse({"segments": prepared.segments, "layers": prepared.layers})
+    if name not in prepared.files:
+        return PlainTextResponse("no such file", status_code=404)
+    return FileResponse(prepared.files[name], media_type="application/octet-stream",
+                        headers={"Cache-Control": "private, no-cache"})
 
 
 # -- health, intake, audit -----------------------------------------------------------------------------------

@@ -100,6 +100,13 @@ class LiveStack:
     def stop(self) -> None:
         self._exits.close()
 
+    def results(self, job_id: str) -> Any:
+        """The job's CT and segment numbers as the dashboard reads them (from its SEG)."""
+        from appliance.dashboard.results import ResultCache
+        from appliance.storage import PayloadLayout
+
+        return ResultCache(PayloadLayout(self.stack.adapter.root)).get(job_id)
+
     def push(self, files: tuple[Path, ...], called: str = "OrganSeg") -> None:
         """Send ``files`` with storescu to ``called``."""
         sent = storescu(self.stack.port, files, called)

@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import csrf, log_in
 from dashkit import add_result, make_job
@@ -294,3 +295,53 @@ def test_the_event_stream_sends_changed_rows(client: TestClient, config: Adapter
     assert events and events[-1]["id"] == "OrganSeg-1"
     # Not in the filtered list (state=done): the row is to be removed, not shown.
     assert events[-1]["html"] == ""
+
+
+def test_gpus_through_nvml() -> None:
+    from appliance.dashboard import health
+
+    gpus, note = health.gpus()
+    if not gpus:
+        pytest.skip(f"no NVIDIA GPU on this machine ({note}); test_health_without_services_gpu_or_triton covers it")
+    assert all(g.name and g.memory_total_mib > 0 and g.driver for g in gpus)
+
+
+def test_the_viewer_gets_the_ct_and_each_segment_on_its_grid(client: TestClient, config: AdapterConfig,
+                                                             phantom: PhantomFiles, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import SimpleITK as sitk
+
+    from appliance.dashboard import viewer
+
+    with store_of(config) as store:
+        make_job(store, "OrganSeg-1", state=JobState.DONE)
+    add_result(PayloadLayout(config.storage.root), "OrganSeg-1", phantom)
+    log_in(client, "vic")
+    assert 'id="gl"' in client.get("/jobs/OrganSeg-1/viewer").text
+    info = client.get("/jobs/OrganSeg-1/viewer/segments.json").json()
+    assert info["layers"] and [s["label"] for s in info["segments"]] == ["Liver", "Spleen", "Kidneys"]
+    truth = sitk.ReadImage(str(phantom.ground_truth))
+    for s in info["segments"]:
+        path = tmp_path / s["file"]
+        path.write_bytes(client.get(f"/jobs/OrganSeg-1/viewer/{s['file']}").content)
+        mask = sitk.ReadImage(str(path))
+        # Every voxel of the cropped mask lands, by its own geometry, on that segment in the truth.
+        inside = [mask.TransformIndexToPhysicalPoint([int(v) for v in idx[::-1]])
+                  for idx in np.argwhere(sitk.GetArrayViewFromImage(mask))]
+        hits = [truth[truth.TransformPhysicalPointToIndex(p)] == s["number"] for p in inside[::50]]
+        assert hits and all(hits), s["label"]
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(client.get("/jobs/OrganSeg-1/viewer/ct.nii.gz").content)
+    assert sitk.ReadImage(str(ct)).GetSize() == truth.GetSize()
+    assert client.get("/jobs/OrganSeg-1/viewer/labels.nii.gz").status_code == 404  # layers instead
+    assert client.get("/jobs/OrganSeg-1/viewer/..%2Fjobs.sqlite3").status_code == 404
+    # A SEG with more segments than layers: one label volume for all.
+    monkeypatch.setattr(viewer, "MAX_LAYERS", 2)
+    with store_of(config) as store:
+        make_job(store, "OrganSeg-2", state=JobState.DONE, study_uid="7.7")
+    add_result(PayloadLayout(config.storage.root), "OrganSeg-2", phantom)
+    info = client.get("/jobs/OrganSeg-2/viewer/segments.json").json()
+    assert not info["layers"] and all(s["file"] is None for s in info["segments"])
+    labels = tmp_path / "labels.nii.gz"
+    labels.write_bytes(client.get("/jobs/OrganSeg-2/viewer/labels.nii.gz").content)
+    assert (sitk.GetArrayFromImage(sitk.ReadImage(str(labels))) == sitk.GetArrayFromImage(truth)).all()
