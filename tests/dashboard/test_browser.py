@@ -216,6 +216,9 @@ def test_no_request_leaves_loopback_and_the_csp_holds(live: LiveStack, operator_
     page = operator_page
     page.goto(f"{live.url}/health")
     assert page.locator("#services tr[data-service=adapter] .badge").inner_text() == "running"
+    assert page.locator("#triton .badge").all_inner_texts() == ["yes"] * 3  # live, ready, model ready
+    page.click("#destinations tr:has-text('PACS') button")  # C-ECHO to the running Orthanc
+    assert "OK, success (0x0000)" in page.locator(".note").inner_text()
     _shot(page, "health.png")
     page.goto(f"{live.url}/")
     _shot(page, "jobs-list.png")
