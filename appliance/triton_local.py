@@ -12,7 +12,10 @@ only the Python backend; three things make it work (see docs/pipeline.md):
 
 Models also need ``numpy<2`` in this environment: numpy 2 breaks Python-backend outputs.
 
-Command line: ``python -m appliance.triton_local [--repository DIR] [--http-port 8000 ...]``.
+Command line: ``python -m appliance.triton_local [--repository DIR] [--key-file FILE] [--http-port 8000 ...]``.
+The server's log goes to this process's stderr (the journal, under systemd). If the server exits by
+itself, so does this process, with a non-zero status (the server's, or 128 + its signal), so that
+systemd's ``Restart=on-failure`` starts it again.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from types import TracebackType
 
 from appliance.model_repository import Inputs, build_repository
 from appliance.systemd import on_stop_signals
+from appliance.triton_access import read_key, server_flags
 
 
 class TritonStartError(RuntimeError):
@@ -118,11 +122,16 @@ class LocalTriton:
         startup_timeout_s: how long to wait for readiness (default 120 s).
         intra_op_threads: onnxruntime threads per model when the repository is built here.
         liver_wheel: the pyliverlesionseg wheel for a repository built here (None: pip download it).
+        key: restrict model control, shared-memory registration, logging and trace settings to
+            requests carrying this key (see :mod:`appliance.triton_access`); None leaves them open.
+        log_to_stderr: the server writes its log to this process's stderr instead of
+            ``workdir/tritonserver.log`` (for systemd, which keeps it in the journal).
     """
 
     def __init__(self, repository: str | Path | None = None, workdir: str | Path | None = None,
                  ports: Ports | None = None, startup_timeout_s: float = 120.0,
-                 intra_op_threads: int = 0, liver_wheel: str | Path | None = None) -> None:
+                 intra_op_threads: int = 0, liver_wheel: str | Path | None = None, key: str | None = None,
+                 log_to_stderr: bool = False) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="triton-local-")
@@ -135,7 +144,8 @@ class LocalTriton:
         self.intra_op_threads = intra_op_threads
         self.liver_wheel = Path(liver_wheel) if liver_wheel is not None else None
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = self.workdir / "tritonserver.log"
+        self.key = key
+        self.log_path: Path | None = None if log_to_stderr else self.workdir / "tritonserver.log"
 
     @property
     def http_url(self) -> str:
@@ -153,11 +163,23 @@ class LocalTriton:
         return self.ports
 
     def log_tail(self, lines: int = 30) -> str:
-        """The last ``lines`` lines of the server log."""
+        """The last ``lines`` lines of the server log ("" when it goes to stderr)."""
+        if self.log_path is None:
+            return ""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def _log_where(self) -> str:
+        return f"log {self.log_path}:\n{self.log_tail()}" if self.log_path else "its log is on stderr above"
+
+    def exit_status(self) -> int | None:
+        """The server's exit status once it has exited (128 + N when killed by signal N), else None."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        code = self.process.returncode
+        return 128 - code if code < 0 else code
 
     def start(self) -> LocalTriton:
         """Start the server and wait until it and all its models are ready."""
@@ -200,11 +222,14 @@ class LocalTriton:
             # Volumes are tens to hundreds of MB: grow the stub's shared memory in big steps.
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=67108864",
+            *(server_flags(self.key) if self.key else []),
         ]
-        with open(self.log_path, "ab") as log:
+        with contextlib.ExitStack() as stack:
+            # None: the server inherits this process's stdout and stderr.
+            log = None if self.log_path is None else stack.enter_context(open(self.log_path, "ab"))
             # A new session, so that stop() can signal the server and its backend stubs together.
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_environment(),
-                                            cwd=self.workdir, start_new_session=True)
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                            env=server_environment(), cwd=self.workdir, start_new_session=True)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -213,8 +238,7 @@ class LocalTriton:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise TritonStartError(
-                    f"tritonserver exited with status {self.process.returncode}; log {self.log_path}:\n"
-                    f"{self.log_tail()}")
+                    f"tritonserver exited with status {self.process.returncode}; {self._log_where()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
@@ -222,8 +246,7 @@ class LocalTriton:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.2)
-        raise TritonStartError(
-            f"tritonserver not ready after {self.startup_timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+        raise TritonStartError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s; {self._log_where()}")
 
     def stop(self, keep_workdir: bool = False) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 15 s) and remove a temporary workdir."""
@@ -259,22 +282,37 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", help="model repository (default: build the appliance's into --workdir)")
     parser.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
+    parser.add_argument("--key-file", help="restrict model control, shared memory, logging and trace to requests "
+                                           "carrying the key in this file (default: no restriction)")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--liver-wheel", help="pyliverlesionseg 0.3 wheel for a repository built here "
                                               "(default: pip download it)")
     args = parser.parse_args(argv)
+    key = read_key(args.key_file) if args.key_file else None
     server = LocalTriton(args.repository, args.workdir, Ports(args.http_port, args.grpc_port, args.metrics_port),
-                         liver_wheel=args.liver_wheel)
+                         liver_wheel=args.liver_wheel, key=key, log_to_stderr=True)
     stop = threading.Event()
     # SIGTERM (systemd, kill) must stop the server too, not leave it running without its launcher.
     on_stop_signals(stop.set)
-    with server:
-        print(f"tritonserver ready: http {server.http_url}, grpc {server.grpc_url}; log {server.log_path}",
-              flush=True)
-        while not stop.is_set() and server.process is not None and server.process.poll() is None:
+    try:
+        server.start()
+    except TritonStartError as exc:
+        print(f"tritonserver did not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        restricted = "model control and shared memory need the key" if key else "no API restricted"
+        print(f"tritonserver ready: http {server.http_url}, grpc {server.grpc_url}; {restricted}", flush=True)
+        while not stop.is_set() and server.exit_status() is None:
             stop.wait(1)
+        died = None if stop.is_set() else server.exit_status()
+    finally:
+        server.stop()
+    if died is not None:
+        # Not asked to stop: a failure, whatever the server's own status, so that systemd restarts it.
+        print(f"tritonserver exited by itself with status {died}", file=sys.stderr, flush=True)
+        return died or 1
     return 0
 
 

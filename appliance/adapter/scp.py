@@ -1,49 +1,54 @@
-"""The Storage and Verification SCP: association policy and the C-STORE/C-ECHO handlers.
+"""The Storage and Verification SCP: association policy, C-ECHO, and the server's wiring.
 
-Association policy (A-ASSOCIATE-RJ result/source/reason per PS3.8 9.3.4):
+Connections first wait in the :class:`~appliance.adapter.gate.Gate` (no thread, ARTIM timeout,
+pending caps per source and in all) until they have sent an A-ASSOCIATE-RQ; pynetdicom then
+negotiates, with this policy (A-ASSOCIATE-RJ result/source/reason per PS3.8 9.3.4):
 
 * called AE title not configured: rejected-permanent, service-user, *called-AE-title-not-recognized*;
 * ``reject-unknown-sources`` and the calling AE title is not a source: rejected-permanent,
   service-user, *calling-AE-title-not-recognized*; the AE title is a source but not from its
   host: rejected-permanent, service-user, *no-reason-given*;
-* more than ``max-associations`` at once: rejected-transient, service-provider (presentation),
-  *local-limit-exceeded* (pynetdicom's own check);
+* ``max-associations`` associations already negotiated: rejected-transient, service-provider
+  (presentation), *local-limit-exceeded*. Only negotiated associations count: a connection
+  still waiting in the gate, or one whose association has ended, holds no slot.
 * intake of the called AE title paused by an operator (the dashboard): rejected-transient,
   service-provider (presentation), *temporary-congestion*, and a log line naming the pause. An
   association already open when the pause starts finishes its transfer, so a study is not cut
   in half.
 
-C-STORE requests are received by :mod:`~appliance.adapter.pdata` (fragments written to disk as
-they arrive) or, for what it leaves to pynetdicom, by :meth:`StorageSCP._on_store`; both file
-the instance through :class:`~appliance.adapter.instance.IncomingInstance`, which decides the
-status: 0x0000 only once the instance is durably in its job's folder; 0xA700 (out of
-resources) when it could not be written (disk full, I/O error, job store unavailable); 0xA900
-when the dataset has no valid StudyInstanceUID; 0xC000 when it cannot be parsed at all or the
-SOP Instance UID is not a UID. The dataset is stored as received, never decoded and re-encoded;
-storage is negotiated only in the transfer syntaxes the reader decodes
-(:func:`appliance.dicomnet.syntaxes.storage_syntaxes`).
+C-STORE requests are received by :mod:`~appliance.adapter.fastpath` (fragments written to disk
+as they arrive) through :class:`~appliance.adapter.instance.IncomingInstance`, which decides the
+status: 0x0000 only once the instance is durably in its job's folder; 0xA700 (out of resources)
+when it could not be written (disk full, I/O error, job store unavailable); 0xA900 when the
+dataset has no valid StudyInstanceUID; 0xC000 when it is not a whole dataset or the SOP Instance
+UID is not a UID; duplicates per the duplicate policy. The dataset is stored as received, never
+decoded and re-encoded; storage is negotiated only in the transfer syntaxes the reader
+decodes (:func:`appliance.dicomnet.syntaxes.storage_syntaxes`).
+
+:meth:`StorageSCP.stop` stops accepting, shuts down every connection (whatever its peer does,
+so the process can stop within systemd's timeout), and aborts open associations; instances not
+yet acknowledged are discarded, and their senders resend them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection
-from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.uid import UID, generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from appliance import __version__
-from appliance.adapter import pdata, wire
+from appliance.adapter import fastpath, wire
+from appliance.adapter.gate import Gate, GatedServer
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.instance import SUCCESS, IncomingInstance
-from appliance.adapter.transport import RequestHandler, cheap_context_copies, on_new_association
+from appliance.adapter.limits import ReceiveLimits
 from appliance.dicomnet.syntaxes import storage_syntaxes
 from appliance.settings import ScpConfig
 
@@ -61,6 +66,17 @@ _REJECT_CALLED = (0x01, 0x01, 0x07)
 _REJECT_CALLING = (0x01, 0x01, 0x03)
 _REJECT_NO_REASON = (0x01, 0x01, 0x01)
 _REJECT_PAUSED = (0x02, 0x03, 0x01)
+_REJECT_LIMIT = (0x02, 0x03, 0x02)
+#: pynetdicom's own association count includes connections that never associated and threads of
+#: ended associations; the gate and :class:`_Slots` limit instead, so its check must never fire.
+_PYNETDICOM_MAX_ASSOCIATIONS = 1 << 16
+#: Seconds a heartbeat (accept loop, gate loop) may be old before the SCP counts as stuck.
+STUCK_AFTER = 10.0
+_STOP_WAIT = 5.0  # seconds for open associations to end at stop
+
+#: Makes a server (not yet serving) receive C-STORE: ``receiver(server, start)``; see
+#: :func:`appliance.adapter.fastpath.install`, the default.
+Receiver = Callable[[GatedServer, "fastpath.Starter"], None]
 
 
 def _file_header(sop_class: str, sop_instance: str, transfer_syntax: str, calling_ae: str) -> bytes:
@@ -69,27 +85,69 @@ def _file_header(sop_class: str, sop_instance: str, transfer_syntax: str, callin
                             IMPLEMENTATION_VERSION_NAME, calling_ae)
 
 
+class _Slots:
+    """The negotiated associations, counted against ``max-associations``.
+
+    A slot is given back when the association ends (released, aborted, connection closed); an
+    association whose thread has ended, or that is released or aborted, is dropped from the
+    count at the next :meth:`take` too, so a missed event cannot leak a slot.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._held: dict[int, Association] = {}
+
+    def take(self, assoc: Association) -> bool:
+        with self._lock:
+            for key, held in list(self._held.items()):
+                if not held.is_alive() or held.is_released or held.is_aborted:
+                    del self._held[key]
+            if len(self._held) >= self._limit:
+                return False
+            self._held[id(assoc)] = assoc
+            return True
+
+    def give_back(self, assoc: Association) -> None:
+        with self._lock:
+            self._held.pop(id(assoc), None)
+
+    def held(self) -> list[Association]:
+        """The associations holding a slot now."""
+        with self._lock:
+            return list(self._held.values())
+
+
 class StorageSCP:
     """Listens on ``config.bind_address:config.port`` and files instances through ``grouper``.
 
-    ``paused`` returns the AE titles whose intake is paused now (asked once per association).
+    ``spill_dir`` is where a dataset whose study is not known after ``head-memory-bytes`` waits
+    (an unnamed file: the storage root, so the job's file is on the same disk); ``receiver``
+    replaces the hand-written receiver (the ingest benchmark measures pynetdicom's own chunked
+    receive with it); ``paused`` returns the AE titles whose intake is paused now (asked once
+    per association).
     """
 
-    def __init__(self, config: ScpConfig, grouper: Grouper,
-                 paused: Callable[[], Collection[str]] = frozenset) -> None:
+    def __init__(self, config: ScpConfig, grouper: Grouper, *, spill_dir: str | None = None,
+                 receiver: Receiver | None = None, paused: Callable[[], Collection[str]] = frozenset) -> None:
         self._config = config
         self._grouper = grouper
         self._paused = paused
-        self._server: ThreadedAssociationServer | None = None
+        self._limits = ReceiveLimits.of(config)
+        self._spill_dir = spill_dir
+        self._receiver = receiver
+        self._server: GatedServer | None = None
+        self._gate: Gate | None = None
         self._thread: threading.Thread | None = None
+        self._slots = _Slots(config.max_associations)
         self._sources = {(s.ae_title, s.host_ip) for s in config.sources}
         self._source_titles = {s.ae_title for s in config.sources}
 
         ae = AE(ae_title=config.ae_titles[0].ae_title)
-        ae.maximum_associations = config.max_associations
+        ae.maximum_associations = _PYNETDICOM_MAX_ASSOCIATIONS
         ae.maximum_pdu_size = config.max_pdu_bytes
         ae.network_timeout = config.network_timeout_seconds
-        ae.acse_timeout = config.network_timeout_seconds
+        ae.acse_timeout = self._limits.artim_seconds
         ae.dimse_timeout = config.network_timeout_seconds
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
@@ -115,40 +173,62 @@ class StorageSCP:
         """The associations open now: calling AE title, its address, called AE title."""
         return [{"calling": str(a.requestor.ae_title).strip(), "address": str(a.requestor.address),
                  "called": str(a.acceptor.ae_title).strip()}
-                for a in self._ae.active_associations if a.is_established]
+                for a in self._slots.held() if a.is_established]
 
     def start(self) -> None:
-        """Bind and serve on a background thread."""
+        """Bind and serve on background threads (the accept loop and the gate)."""
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
-            (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_RELEASED, self._on_ended),
+            (evt.EVT_ABORTED, self._on_ended),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
-        self._server = ThreadedAssociationServer(
-            self._ae,
-            (self._config.bind_address, self._config.port),
-            self._ae.ae_title,
-            self._ae.supported_contexts,
-            evt_handlers=handlers,
-            request_handler=RequestHandler,
-        )
-        cheap_context_copies(self._server)
-        # C-STORE datasets are written as they arrive, on each association's DUL thread.
-        on_new_association(self._server, lambda assoc: pdata.install(assoc, self.incoming))
-        # So AE.shutdown() also stops this server, as for servers AE.start_server makes.
-        self._ae._servers.append(self._server)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="scp-accept", daemon=True)
+        server = cast(GatedServer, self._ae.make_server(
+            (self._config.bind_address, self._config.port), evt_handlers=handlers, server_class=GatedServer))
+        limits = self._limits
+        self._gate = Gate(limits, self._config.network_timeout_seconds, server.hand_over,
+                          max_live=self._config.max_associations + limits.max_pending)
+        server.gate = self._gate
+        if self._receiver is not None:
+            self._receiver(server, self.incoming)
+        else:
+            fastpath.install(server, self.incoming, max_pdu_bytes=self._config.max_pdu_bytes,
+                             max_request_bytes=limits.max_request_bytes,
+                             max_command_bytes=limits.max_command_bytes)
+        self._server = server
+        server.heartbeat = time.monotonic()
+        self._gate.start()
+        self._thread = threading.Thread(target=server.serve_forever, name="scp-accept", daemon=True)
         self._thread.start()
         LOG.info("SCP listening on %s:%d for %s", self._config.bind_address, self.port,
                  ", ".join(a.ae_title for a in self._config.ae_titles))
 
+    def healthy(self) -> bool:
+        """True while the accept loop and the gate turn (the service's watchdog asks this)."""
+        if self._server is None or self._gate is None or self._thread is None:
+            return False
+        now = time.monotonic()
+        return (self._thread.is_alive() and self._gate.alive
+                and now - self._server.heartbeat < STUCK_AFTER and now - self._gate.heartbeat < STUCK_AFTER)
+
     def stop(self) -> None:
-        """Stop accepting, abort open associations (unacknowledged instances stay unacknowledged)."""
-        self._ae.shutdown()
-        if self._server is not None:
-            self._server.server_close()
+        """Stop accepting, end every connection, abort open associations (unacknowledged
+        instances stay unacknowledged); returns within a few seconds whatever the peers do."""
+        server = self._server
+        if server is None:
+            return
+        server.shutdown()
+        if self._gate is not None:
+            self._gate.stop()  # the reads pynetdicom's threads block in end now
+        aborting = [threading.Thread(target=assoc.abort, daemon=True) for assoc in server.active_associations]
+        for thread in aborting:
+            thread.start()
+        deadline = time.monotonic() + _STOP_WAIT
+        for thread in aborting:
+            thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=_STOP_WAIT)
 
     # -- handlers (run on each association's thread) --------------------------------------
 
@@ -168,6 +248,8 @@ class StorageSCP:
             LOG.warning("association from %s@%s to %s refused: intake of %s is paused", calling, address, called,
                         called)
             reject = _REJECT_PAUSED
+        elif not self._slots.take(assoc):
+            reject = _REJECT_LIMIT
         if reject is not None:
             LOG.warning("association from %s@%s to %s rejected (result %d, source %d, reason %d)",
                         calling, address, called, *reject)
@@ -175,6 +257,8 @@ class StorageSCP:
             evt.trigger(assoc, evt.EVT_REJECTED, {})
             assoc.kill()
             return
+        if self._gate is not None:
+            self._gate.associated((address, assoc.requestor.port))
         # So the handlers below (and pynetdicom's logs) know which of our titles was called.
         assoc.acceptor.ae_title = called
         LOG.info("association from %s@%s to %s", calling, address, called)
@@ -182,17 +266,14 @@ class StorageSCP:
     def _on_echo(self, event: Event) -> int:
         return SUCCESS
 
-    def _on_store(self, event: Event) -> int:
-        # Requests the P-DATA receiver leaves to pynetdicom (see appliance.adapter.pdata) land here.
-        request = cast(C_STORE, event.request)
-        dataset = request.DataSet
-        assert isinstance(dataset, BytesIO)
-        instance = self.incoming(event.assoc, str(event.context.transfer_syntax),
-                                 str(request.AffectedSOPClassUID or ""),
-                                 str(request.AffectedSOPInstanceUID or ""))
-        with dataset.getbuffer() as encoded:
-            instance.feed(encoded)
-        return instance.finish()
+    def _on_ended(self, event: Event) -> None:
+        self._slots.give_back(event.assoc)
+
+    def _on_closed(self, event: Event) -> None:
+        self._slots.give_back(event.assoc)
+        address = getattr(event, "address", None)  # EVT_CONN_CLOSE's documented attribute
+        if self._gate is not None and address is not None:
+            self._gate.closed((str(address[0]), int(address[1])))
 
     def incoming(self, assoc: Association, transfer_syntax: str, sop_class: str,
                  sop_uid: str) -> IncomingInstance:
@@ -202,4 +283,5 @@ class StorageSCP:
         calling = str(assoc.requestor.ae_title).strip()
         return IncomingInstance(self._grouper, assoc.acceptor.ae_title, calling, sop_class, sop_uid,
                                 transfer_syntax, _file_header(sop_class, sop_uid, transfer_syntax, calling),
-                                calling_address=str(assoc.requestor.address))
+                                head_bytes=self._limits.head_bytes, spill_dir=self._spill_dir,
+                                duplicates=self._limits.duplicates, calling_address=str(assoc.requestor.address))

@@ -7,7 +7,7 @@ import threading
 
 from appliance import systemd
 from appliance.adapter.grouping import Grouper
-from appliance.adapter.scp import StorageSCP
+from appliance.adapter.scp import Receiver, StorageSCP
 from appliance.jobs import JobStore, control
 from appliance.settings import AdapterConfig
 from appliance.storage import PayloadLayout, make_dirs
@@ -16,18 +16,23 @@ LOG = logging.getLogger(__name__)
 
 
 class Adapter:
-    """Everything ``appliance adapter`` runs, wired from one :class:`AdapterConfig`."""
+    """Everything ``appliance adapter`` runs, wired from one :class:`AdapterConfig`.
 
-    def __init__(self, config: AdapterConfig) -> None:
+    ``receiver``: see :class:`StorageSCP` (benchmarks only).
+    """
+
+    def __init__(self, config: AdapterConfig, receiver: Receiver | None = None) -> None:
         self.config = config
         self.layout = PayloadLayout(config.storage.root)
         make_dirs(config.storage.root)
-        self.store = JobStore(config.storage.database)
-        self.grouper = Grouper(self.store, self.layout, config.dicom.scp.ae_title,
+        # Opened at first use, so that a locked or full job store at start is a fault the adapter
+        # rides out (C-STORE answers 0xA700 meanwhile), not a crash loop.
+        self.grouper = Grouper(lambda: JobStore(config.storage.database), self.layout, config.dicom.scp.ae_title,
                                config.completion.quiet_seconds)
         self._paused: frozenset[str] = frozenset()
-        self.scp = StorageSCP(config.dicom.scp, self.grouper, lambda: self._paused)
-        self.heartbeat = control.Heartbeat(self.store, "adapter", self._status)
+        self.scp = StorageSCP(config.dicom.scp, self.grouper, spill_dir=str(config.storage.root),
+                              receiver=receiver, paused=lambda: self._paused)
+        self.heartbeat = control.Heartbeat(lambda: self.grouper.store, "adapter", self._status)
         self._stop = threading.Event()
 
     def _status(self) -> dict[str, object]:
@@ -37,7 +42,7 @@ class Adapter:
     def _refresh_paused(self) -> None:
         # Read every tick, so a pause applies to the next association within tick_seconds.
         try:
-            self._paused = frozenset(control.paused_titles(self.store))
+            self._paused = frozenset(control.paused_titles(self.grouper.store))
         except Exception:  # the store is busy or unavailable: keep the last known pauses
             LOG.debug("could not read intake pauses", exc_info=True)
 
@@ -51,21 +56,36 @@ class Adapter:
         self._stop.set()
 
     def run(self) -> int:
-        """Serve until :meth:`request_stop` (SIGTERM/SIGINT in the CLI); return the exit status."""
-        resumed = self.grouper.recover()
-        if resumed:
-            LOG.info("resumed %d receiving group(s) from the previous run", resumed)
-        self._refresh_paused()
+        """Serve until :meth:`request_stop` (SIGTERM/SIGINT in the CLI); return the exit status.
+
+        No fault while serving ends it: a failing grouping tick (the job store locked, the disk
+        full) is logged and tried again at the next tick. The
+        systemd watchdog is pinged only while the main loop turns and the SCP's accept and gate
+        loops do, so a stuck process is restarted by systemd.
+        """
+        # The previous run's open groups are resumed by the first tick (or the first C-STORE,
+        # whichever comes first); until then nothing is stored, and a store that cannot be opened
+        # yet delays that, not the start.
+        self._refresh_paused()  # before the first association
         self.scp.start()
         self.heartbeat.tick(force=True)
         systemd.notify(f"READY=1\nSTATUS=listening on port {self.scp.port}")
         watchdog = systemd.Watchdog()
+        stuck = False
         try:
             while not self._stop.wait(self.tick_seconds):
-                self.grouper.tick()
+                try:
+                    self.grouper.tick()
+                except Exception:  # a bug, not a fault: log it, keep serving
+                    LOG.exception("grouping tick failed")
                 self._refresh_paused()
                 self.heartbeat.tick()
-                watchdog.tick()
+                if self.scp.healthy():
+                    watchdog.tick()
+                    stuck = False
+                elif not stuck:
+                    LOG.error("the SCP's accept or gate loop is stuck; the watchdog will restart the service")
+                    stuck = True
         finally:
             systemd.notify("STOPPING=1")
             LOG.info("stopping")
@@ -73,6 +93,6 @@ class Adapter:
             self.scp.stop()
             # Save progress of open groups; they stay 'receiving' and resume at the next start.
             self.grouper.tick()
-            self.store.close()
+            self.grouper.close()
             LOG.info("stopped")
         return 0

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from appliance.model_repository import site_models
+from appliance.triton_access import KeyFileError, read_key, request_headers
 
 
 def _manifest(args: argparse.Namespace) -> site_models.Manifest:
@@ -36,15 +37,21 @@ def _manifest(args: argparse.Namespace) -> site_models.Manifest:
     return site_models.parse_manifest(data, Path.cwd())
 
 
-def _ready(url: str, name: str, timeout: float) -> str | None:
+def _headers(key_file: str | None) -> dict[str, str] | None:
+    """The headers that carry the key of Triton's restricted APIs (model control among them)."""
+    return request_headers(read_key(key_file)) if key_file else None
+
+
+def _ready(url: str, name: str, timeout: float, key_file: str | None = None) -> str | None:
     """None once Triton at ``url`` has loaded ``name`` and reports it ready, else Triton's reason."""
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
+    headers = _headers(key_file)
     client = httpclient.InferenceServerClient(url.split("://", 1)[-1], connection_timeout=10, network_timeout=60)
     try:
         try:
-            client.load_model(name)  # explicit model control: load it now
+            client.load_model(name, headers=headers)  # explicit model control: load it now
         except InferenceServerException as exc:
             if "explicit" not in str(exc).lower() and "poll" not in str(exc).lower():
                 return exc.message() or str(exc)
@@ -56,7 +63,7 @@ def _ready(url: str, name: str, timeout: float) -> str | None:
             except InferenceServerException:
                 pass
             time.sleep(0.5)
-        index = {m.get("name"): m for m in client.get_model_repository_index()}
+        index = {m.get("name"): m for m in client.get_model_repository_index(headers=headers)}
         entry = index.get(name, {})
         state, reason = entry.get("state", "not in the repository"), entry.get("reason", "")
         return f"not ready after {timeout:.0f} s: {state} {reason}".rstrip()
@@ -64,18 +71,19 @@ def _ready(url: str, name: str, timeout: float) -> str | None:
         client.close()
 
 
-def _unload(url: str, name: str) -> None:
+def _unload(url: str, name: str, key_file: str | None = None) -> None:
     """Ask Triton to unload ``name``; a server that is down or not in explicit mode is left alone."""
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
+    headers = _headers(key_file)
     client = httpclient.InferenceServerClient(url.split("://", 1)[-1], connection_timeout=5, network_timeout=30)
     try:
-        client.unload_model(name)
+        client.unload_model(name, headers=headers)
         # Unloading is asynchronous, and a strict-readiness server is not ready until it is done.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            states = {m.get("name"): m.get("state") for m in client.get_model_repository_index()}
+            states = {m.get("name"): m.get("state") for m in client.get_model_repository_index(headers=headers)}
             if states.get(name) != "UNLOADING":
                 return
             time.sleep(0.2)
@@ -85,7 +93,19 @@ def _unload(url: str, name: str) -> None:
         client.close()
 
 
+def _key_problem(args: argparse.Namespace) -> str | None:
+    """Why the key file cannot be used, before anything is changed (None: fine, or none given)."""
+    try:
+        _headers(args.key_file)
+    except KeyFileError as exc:
+        return str(exc)
+    return None
+
+
 def _add(args: argparse.Namespace) -> int:
+    if (problem := _key_problem(args)) is not None:
+        print(f"appliance models add: {problem}", file=sys.stderr)
+        return 1
     try:
         manifest = _manifest(args)
         folder = site_models.install(manifest, Path(args.repository), args.backend, args.kind)
@@ -98,7 +118,7 @@ def _add(args: argparse.Namespace) -> int:
     document = site_models.workflow_document(manifest, args.triton, tuple(args.destination or ()))
     workflow_file.write_text("# Written by `appliance models add`.\n" + yaml.safe_dump(document, sort_keys=False))
     if not args.no_ready_check:
-        failure = _ready(args.triton, manifest.name, args.timeout)
+        failure = _ready(args.triton, manifest.name, args.timeout, args.key_file)
         if failure is not None:
             site_models.remove(Path(args.repository), manifest.name)
             workflow_file.unlink()
@@ -118,8 +138,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
+    if (problem := _key_problem(args)) is not None:
+        print(f"appliance models remove: {problem}", file=sys.stderr)
+        return 1
     if args.name in site_models.installed(Path(args.repository)):
-        _unload(args.triton, args.name)
+        _unload(args.triton, args.name, args.key_file)
     try:
         folder = site_models.remove(Path(args.repository), args.name)
     except site_models.SiteModelError as exc:
@@ -138,6 +161,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--repository", default="/var/lib/triton/models", help="Triton's model repository")
     p.add_argument("--workflows-dir", default="/etc/appliance/workflows",
                    help="the worker's workflows-dir, where the model's workflow goes")
+    p.add_argument("--key-file", help="the key of Triton's restricted APIs, which loading and unloading need "
+                                      "(the triton role writes /var/lib/triton/api-key; default: none)")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="check an ONNX model against the contract and install it")
     add.add_argument("name", nargs="?", help="model (and workflow) name")

@@ -2,7 +2,7 @@
 pipeline decodes, which the SCP negotiates (:mod:`appliance.dicomnet.syntaxes`).
 
 Used by the exporter (an SCU); the adapter's acceptor sets ``TCP_NODELAY`` on the sockets it
-accepts itself (:mod:`appliance.adapter.transport`).
+accepts itself (:mod:`appliance.adapter.gate`).
 """
 
 from __future__ import annotations

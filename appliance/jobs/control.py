@@ -124,12 +124,13 @@ HEARTBEAT_SECONDS = 2.0
 
 class Heartbeat:
     """Writes ``name``'s heartbeat with ``status()`` when :meth:`tick` is called and one is due
-    (every ``interval`` seconds). A store error is swallowed: the next tick tries again, and the
+    (every ``interval`` seconds). ``store`` is the job store or what returns it (opened at first
+    use by the service). A store error is swallowed: the next tick tries again, and the
     dashboard shows the gap."""
 
-    def __init__(self, store: JobStore, name: str, status: Callable[[], dict[str, Any]],
-                 interval: float = HEARTBEAT_SECONDS) -> None:
-        self._store = store
+    def __init__(self, store: JobStore | Callable[[], JobStore], name: str,
+                 status: Callable[[], dict[str, Any]], interval: float = HEARTBEAT_SECONDS) -> None:
+        self._store_of = store if not isinstance(store, JobStore) else lambda: store
         self._name = name
         self._status = status
         self._interval = interval
@@ -144,7 +145,7 @@ class Heartbeat:
         self._next = now + self._interval
         try:
             report = json.dumps(self._status())
-            with _db(self._store)._transaction() as db:
+            with _db(self._store_of())._transaction() as db:
                 db.execute("INSERT OR REPLACE INTO services VALUES (?, ?, ?, ?, ?, ?)",
                            (self._name, socket.gethostname(), os.getpid(), self._started, time.time(), report))
         except Exception:  # noqa: BLE001 - a heartbeat must never stop the service it reports on
@@ -153,7 +154,7 @@ class Heartbeat:
     def stopped(self) -> None:
         """Record a clean stop (the dashboard then shows it stopped, not dead)."""
         try:
-            with _db(self._store)._transaction() as db:
+            with _db(self._store_of())._transaction() as db:
                 db.execute("UPDATE services SET beat_at = 0, status = ? WHERE name = ? AND host = ?",
                            (json.dumps({"stopped_at": time.time()}), self._name, socket.gethostname()))
         except Exception:  # noqa: BLE001

@@ -30,6 +30,7 @@ from appliance.pipeline.errors import (
     ShapeMismatchError,
 )
 from appliance.settings.workflow import ModelSpec, TritonSettings
+from appliance.triton_access import KeyFileError, read_key, request_headers
 
 _LOOPBACK = ("127.", "localhost", "[::1]", "::1")
 # Below this size a copy over the socket is as fast as setting up shared memory.
@@ -64,6 +65,13 @@ class ModelClient:
         else:
             self._client = grpcclient.InferenceServerClient(self.url)
         self._where = f"Triton server at {self.url} ({triton.protocol})"
+        self._headers: dict[str, str] = {}
+        if triton.key_file:
+            try:
+                self._headers = request_headers(read_key(triton.key_file))
+            except KeyFileError as exc:
+                self.close()
+                raise InferenceError(f"{exc} (worker.triton.key-file)") from exc
 
     def close(self) -> None:
         self._client.close()
@@ -75,9 +83,15 @@ class ModelClient:
         self.close()
 
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._headers:
+            kwargs["headers"] = self._headers
         try:
             return func(*args, **kwargs)
         except InferenceServerException as exc:
+            if "is restricted, expecting header" in str(exc):
+                keyed = "the key it was sent is not the server's" if self._headers else "none was sent"
+                raise InferenceError(f"{self._where} allows {what} only with its key, and {keyed}: set "
+                                     "worker.triton.key-file to the file the triton role wrote") from exc
             if "unavailable" in str(exc).lower() or "connect" in str(exc).lower():
                 raise ServerUnavailableError(f"{self._where} is not reachable ({what}): {exc.message()}. "
                                              "Is tritonserver running and the URL/protocol right?") from exc

@@ -148,6 +148,21 @@ class ScpConfig:
                                                                         "larger ones drop the connection")] = 1 << 20
     network_timeout_seconds: Annotated[Number, Field(ge=0.1, le=3600, description="(new) idle, ACSE and DIMSE "
                                                                                  "timeout, in seconds")] = 60.0
+    artim_seconds: Annotated[Number, Field(ge=0.1, le=3600, description=(
+        "(new) a connection that has not sent a whole A-ASSOCIATE-RQ this long after it was accepted is "
+        "closed, in seconds (PS3.8 ARTIM)"))] = 10.0
+    max_pending_connections: Annotated[Int, Field(ge=1, le=100000, description=(
+        "(new) connections accepted but not yet associated, from all sources; over it the oldest is "
+        "closed"))] = 64
+    max_pending_per_source: Annotated[Int, Field(ge=1, le=100000, description=(
+        "(new) the same, from one IP address"))] = 8
+    head_memory_bytes: Annotated[Int, Field(ge=4096, le=1 << 30, description=(
+        "(new) dataset bytes held in memory per instance until its StudyInstanceUID has been read; more "
+        "wait in an unnamed file on the storage root"))] = 1 << 20
+    duplicates: Annotated[Literal["keep-first", "refuse"], Field(description=(
+        "(new) an instance whose SOP Instance UID is already in its open study: `keep-first` acknowledges "
+        "it (0x0000) and drops it, `refuse` answers 0x0111; either way the first stays and a warning is "
+        "logged"))] = "keep-first"
     verification: Annotated[VerificationConfig, Field(description="C-ECHO")] = field(
         default_factory=VerificationConfig)
     log_dimse_datasets: Annotated[Flag, Field(description="log every DIMSE message (pynetdicom's debug log)")] = False
@@ -247,10 +262,14 @@ class ExportConfig:
 @with_config(KEBAB_KEYS)
 @dataclass(frozen=True)
 class TritonUrls:
-    """Triton endpoints that replace the workflows' own, per protocol (None keeps each workflow's)."""
+    """Triton endpoints that replace the workflows' own, per protocol (None keeps each workflow's),
+    and the key of the server's restricted APIs."""
 
     http_url: Annotated[HostPort | None, Field(description="(new) host:port for workflows using HTTP")] = None
     grpc_url: Annotated[HostPort | None, Field(description="(new) host:port for workflows using gRPC")] = None
+    key_file: Annotated[FilePath | None, Field(
+        description="(new) file holding the key of the server's restricted APIs (shared memory, model control), "
+                    "sent with every request; the triton role writes /var/lib/triton/api-key")] = None
 
 
 @with_config(KEBAB_KEYS)

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationInfo, with_config
 
 from appliance.settings.source import SettingsError, compose, read, validate
-from appliance.settings.types import STRICT_KEYS, THREE, Int, Number, Regex, Text, conflict
+from appliance.settings.types import STRICT_KEYS, THREE, FilePath, Int, Number, Regex, Text, conflict
 
 Protocol = Literal["http", "grpc"]
 SharedMemoryMode = Literal["auto", "system", "off"]
@@ -137,6 +137,9 @@ class TritonSettings:
     shared_memory: Annotated[SharedMemoryMode, Field(
         description="auto: system shared memory when the server is on this host (loopback URL)")] = "auto"
     timeout_s: Annotated[Positive, Field(description="timeout of one request, in seconds")] = 120.0
+    key_file: Annotated[FilePath | None, Field(
+        description="file holding the key of the server's restricted APIs (shared memory, model control); "
+                    "the worker's worker.triton.key-file replaces it")] = None
 
 
 def _one_grid(size: tuple[int, int, int] | None, info: ValidationInfo) -> tuple[int, int, int] | None:

@@ -81,7 +81,8 @@ class WorkflowCatalog:
 
 
 def triton_settings(workflow: Workflow, config: WorkerConfig) -> TritonSettings:
-    """The workflow's Triton settings with the URL ``worker.triton`` sets for its protocol, if any."""
+    """The workflow's Triton settings with the URL ``worker.triton`` sets for its protocol, if any,
+    and the key file it names."""
     own = workflow.inference.triton
     url = config.triton.http_url if own.protocol == "http" else config.triton.grpc_url
-    return dataclasses.replace(own, url=url) if url else own
+    return dataclasses.replace(own, url=url or own.url, key_file=config.triton.key_file or own.key_file)

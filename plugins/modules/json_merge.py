@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module: merge keys into a JSON file (or remove them) without touching the other keys."""
+"""Ansible module: merge keys into a JSON file (or remove them) without touching the other keys, and undo that."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ description:
     (nested objects merge, other values replace) and removes the dotted I(remove) paths.
   - Writes only when the result differs, atomically (temporary file, fsync, rename), with the given mode.
   - Keys set by the operator or another role survive; that is the point of this module.
+  - Returns I(undo), the entries that put back what this call changed, key by key. A role that keeps
+    them (appending each run's) can hand them to I(restore) later to take its keys back out and
+    give every key it overwrote its earlier value, while keys others set since stay.
 options:
   path:
     description: The JSON file, e.g. /etc/docker/daemon.json.
@@ -25,6 +28,13 @@ options:
     description: Dotted key paths to remove (e.g. C(runtimes.nvidia)); parents left empty go too.
     type: list
     elements: str
+    default: []
+  restore:
+    description:
+      - An undo log (the I(undo) entries of earlier calls, oldest first), applied newest first before
+        I(merge) and I(remove), so that each key ends with the value it had before the oldest entry.
+    type: list
+    elements: dict
     default: []
   mode:
     description: File mode when the file is written.
@@ -50,6 +60,17 @@ content:
   description: The resulting JSON object.
   type: dict
   returned: always
+undo:
+  description:
+    - What undoes this call, one entry per changed key, C({"path": [keys], "was": value}) or, for a key
+      that was not there, C({"path": [keys]}). Empty when nothing changed.
+  type: list
+  elements: dict
+  returned: always
+existed:
+  description: Whether the file existed before this call.
+  type: bool
+  returned: always
 """
 
 import json
@@ -57,7 +78,7 @@ import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.json_merge import deep_merge, remove_paths
+from ansible.module_utils.json_merge import apply_undo, deep_merge, remove_paths, undo_entries
 
 
 def _load(module, path):
@@ -98,16 +119,19 @@ def main():
             "path": {"type": "path", "required": True},
             "merge": {"type": "dict", "default": {}},
             "remove": {"type": "list", "elements": "str", "default": []},
+            "restore": {"type": "list", "elements": "dict", "default": []},
             "mode": {"type": "raw", "default": "0644"},
             "delete_if_empty": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
     path = module.params["path"]
+    existed = os.path.exists(path)
     before = _load(module, path)
-    after = remove_paths(deep_merge(before, module.params["merge"]), module.params["remove"])
+    restored = apply_undo(before, module.params["restore"])
+    after = remove_paths(deep_merge(restored, module.params["merge"]), module.params["remove"])
     delete = module.params["delete_if_empty"] and not after
-    changed = (before != after) or (delete and os.path.exists(path))
+    changed = (before != after) or (delete and existed)
     diff = {"before": json.dumps(before, indent=2, sort_keys=True) + "\n",
             "after": "" if delete else json.dumps(after, indent=2, sort_keys=True) + "\n",
             "before_header": path, "after_header": path}
@@ -117,7 +141,7 @@ def main():
         else:
             mode = module.params["mode"]
             _write(path, after, int(mode, 8) if isinstance(mode, str) else mode)
-    module.exit_json(changed=changed, content=after, diff=diff)
+    module.exit_json(changed=changed, content=after, diff=diff, undo=undo_entries(before, after), existed=existed)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,3 +48,30 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> Series:
     return write_series(tmp_path_factory.mktemp("ct") / "s1", 12)
 
 
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB ext4 filesystem on a loop device, mounted at a temporary folder."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to attach a loop device")
+    for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not available")
+    image, mountpoint = tmp_path / "disk.img", tmp_path / "mnt"
+    mountpoint.mkdir()
+    with image.open("wb") as f:
+        f.truncate(24 << 20)
+    attach = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True, timeout=30)
+    if attach.returncode != 0:
+        pytest.skip(f"losetup failed: {attach.stderr.strip()}")
+    device = attach.stdout.strip()
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", device], check=True, capture_output=True, timeout=60)
+        subprocess.run(["mount", device, str(mountpoint)], check=True, capture_output=True, timeout=30)
+        try:
+            yield mountpoint
+        finally:
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=30)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot make a loop filesystem: {exc.stderr!r}")
+    finally:
+        subprocess.run(["losetup", "-d", device], capture_output=True, timeout=30)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-import pytest
 from adapterkit import Adapter, wait_for
 from ctseries import Series, write_series
 from pydicom.uid import ExplicitVRLittleEndian
@@ -79,35 +75,6 @@ def test_kill_9_while_streaming_loses_no_acknowledged_instance(
     for path in files:  # every visible file is complete
         ds = pydicom.dcmread(path)
         assert ds.StudyInstanceUID == series.study_uid and len(ds.PixelData) == 256 * 256 * 2
-
-
-@pytest.fixture
-def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MiB ext4 filesystem on a loop device, mounted at a temporary folder."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to attach a loop device")
-    for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not available")
-    image, mountpoint = tmp_path / "disk.img", tmp_path / "mnt"
-    mountpoint.mkdir()
-    with image.open("wb") as f:
-        f.truncate(24 << 20)
-    attach = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True, timeout=30)
-    if attach.returncode != 0:
-        pytest.skip(f"losetup failed: {attach.stderr.strip()}")
-    device = attach.stdout.strip()
-    try:
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", device], check=True, capture_output=True, timeout=60)
-        subprocess.run(["mount", device, str(mountpoint)], check=True, capture_output=True, timeout=30)
-        try:
-            yield mountpoint
-        finally:
-            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=30)
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"cannot make a loop filesystem: {exc.stderr!r}")
-    finally:
-        subprocess.run(["losetup", "-d", device], capture_output=True, timeout=30)
 
 
 def test_full_disk_answers_out_of_resources_never_false_success(

@@ -101,7 +101,7 @@ def test_concurrent_associations_up_to_the_limit_then_a_clean_refusal(
     studies = [write_series(tmp_path / f"s{i}", 4, rows=128, cols=128) for i in range(3)]
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda s: storescu(a.port, s.files), studies))
-    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert all(r.returncode == 0 for r in results), a.log()
     jobs = a.wait_jobs("ready", 3)
     assert sorted(j["study_uid"] for j in jobs) == sorted(s.study_uid for s in studies)
     assert all(j["instance_count"] == 4 for j in jobs)

@@ -1,26 +1,22 @@
-"""The hand-written fast paths produce exactly what pydicom and pynetdicom would."""
+"""The hand-written encoders and the receiver's helpers produce exactly what pydicom and pynetdicom would."""
 
 from __future__ import annotations
 
 import copy
 from io import BytesIO
-from pathlib import Path
 
 import pytest
-from ctseries import Series, write_series
-from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.sequence import Sequence
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
-from appliance.adapter import identify, wire
-from appliance.adapter.transport import _Contexts
+from appliance.adapter import wire
+from appliance.adapter.fastpath.transport import _Contexts
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 IMPLICIT, EXPLICIT = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
@@ -53,45 +49,6 @@ def test_store_response_matches_pynetdicom(status: int) -> None:
     message = C_STORE_RSP()
     message.primitive_to_message(rsp)
     assert wire.store_response(CT, 7, status, "1.2.3.45") == encode(message.command_set, True, True)
-
-
-def _ct_dataset(tmp_path: Path, implicit: bool, sequence: str | None) -> tuple[Series, bytes]:
-    """A small CT slice, encoded; with ``sequence``, a (``defined`` or ``undefined``-length)
-    sequence before the study UID."""
-    series = write_series(tmp_path, 1, rows=16, cols=16)
-    ds = dcmread(series.files[0])
-    if sequence:
-        item = Dataset()
-        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = CT, "1.2.3"
-        ds.ReferencedImageSequence = Sequence([item])
-        ds["ReferencedImageSequence"].is_undefined_length = sequence == "undefined"
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, implicit
-    write_dataset(fp, ds)
-    return series, fp.getvalue()
-
-
-@pytest.mark.parametrize("implicit", [False, True])
-@pytest.mark.parametrize("sequence", [None, "defined", "undefined"])
-def test_identify_scan_agrees_with_pydicom(tmp_path: Path, implicit: bool, sequence: str | None) -> None:
-    series, data = _ct_dataset(tmp_path, implicit, sequence)
-    encoded = memoryview(data)
-    expected = identify.Identity(series.study_uid, series.series_uid)
-    assert identify.identify(encoded, IMPLICIT if implicit else EXPLICIT) == expected
-    # The in-place scan answers unless an undefined length forces the pydicom path.
-    scanned = identify._scan(encoded, implicit)
-    assert scanned == (None if sequence == "undefined" else expected)
-
-
-def test_identify_scan_leaves_bad_uids_to_pydicom() -> None:
-    ds = Dataset()
-    ds.StudyInstanceUID = "../../etc"
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, False
-    write_dataset(fp, ds)
-    assert identify._scan(memoryview(fp.getvalue()), False) is None
-    with pytest.raises(identify.NotIdentifiable):
-        identify.identify(memoryview(fp.getvalue()), EXPLICIT)
 
 
 def test_context_copies_equal_deep_copies() -> None:
@@ -128,19 +85,3 @@ def test_parse_command_reads_what_pynetdicom_encodes() -> None:
     for broken in (encoded[:-1], encoded[:5], b"\x08\x00" + encoded[2:]):
         with pytest.raises(ValueError):
             wire.parse_command(broken)
-
-
-@pytest.mark.parametrize("implicit", [False, True])
-@pytest.mark.parametrize("sequence", [None, "defined", "undefined"])
-def test_identify_head_agrees_with_identify_on_every_prefix(tmp_path: Path, implicit: bool,
-                                                             sequence: str | None) -> None:
-    _, encoded = _ct_dataset(tmp_path, implicit, sequence)
-    syntax = IMPLICIT if implicit else EXPLICIT
-    whole = identify.identify(encoded, syntax)
-    answers = [identify.identify_head(memoryview(encoded)[:k], syntax) for k in range(len(encoded) + 1)]
-    # An answer, once given, is final and is identify()'s; until then: read on, or wait for the end.
-    first = next(k for k, a in enumerate(answers) if a is not identify.Head.MORE)
-    assert all(a is identify.Head.MORE for a in answers[:first])
-    assert all(a == answers[first] for a in answers[first:])
-    assert answers[first] == (identify.Head.WHOLE if sequence == "undefined" else whole)
-    assert identify.identify_head(encoded, "1.2.840.10008.1.2.2") is identify.Head.WHOLE  # big endian

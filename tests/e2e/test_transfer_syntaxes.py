@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def test_every_reader_syntax_has_an_encoding() -> None:
 def _matrix_workflow(folder: Path) -> Path:
     """OrganSeg as ``Matrix``, without its ImageType rule: lossy re-encoding marks images DERIVED."""
     text = (importlib.resources.files("appliance.workflows") / "definitions" / "organseg.yaml").read_text()
-    changed = text.replace("name: OrganSeg", "name: Matrix").replace("      image_type: [ORIGINAL, PRIMARY]\n", "")
+    changed = re.sub(r"^name: OrganSeg$", "name: Matrix", text, flags=re.MULTILINE)
+    changed = changed.replace("      image_type: [ORIGINAL, PRIMARY]\n", "")
     assert changed.count("Matrix") == 1 and "image_type" not in changed, "organseg.yaml changed: update this test"
     folder.mkdir()
     (folder / "matrix.yaml").write_text(changed)

@@ -32,6 +32,22 @@ def test_defaults_and_example() -> None:
     assert worker.triton.http_url is None and worker.workflows_dir is None
 
 
+def test_triton_key_file_reaches_every_workflow(tmp_path: Path) -> None:
+    # worker.triton.key-file: the key of the server's restricted APIs, sent by every workflow's client.
+    from appliance.workflows import shipped_workflows
+    from appliance.workflows.catalog import triton_settings
+
+    raw = _raw()
+    raw["worker"] = {"triton": {"http-url": "127.0.0.1:18000", "key-file": str(tmp_path / "key")}}
+    worker = parse_config(raw).worker
+    assert worker.triton.key_file == tmp_path / "key"
+    for workflow in shipped_workflows().values():
+        settings = triton_settings(workflow, worker)
+        assert settings.key_file == tmp_path / "key"
+        assert settings.url == ("127.0.0.1:18000" if settings.protocol == "http" else workflow.inference.triton.url)
+    assert parse_config(_raw()).worker.triton.key_file is None
+
+
 def test_every_worker_problem_names_its_key() -> None:
     raw = _raw()
     raw["worker"] = {"workers": 0, "max-concurrent-inference": "two", "interrupted": "retry",

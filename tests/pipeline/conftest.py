@@ -1,4 +1,6 @@
-"""Shared fixtures: a small phantom (128 x 128 x 40) and one real tritonserver per test session."""
+"""Shared fixtures: a small phantom (128 x 128 x 40) and one real tritonserver per test session,
+with its model-control and shared-memory APIs restricted to requests carrying its key, as the
+triton role runs it."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from appliance.phantom import PhantomFiles, PhantomSpec, write_phantom
+from appliance.triton_access import new_key
 from appliance.triton_local import LocalTriton, TritonStartError
 from appliance.workflows import TritonSettings, Workflow, shipped_workflows
 
@@ -33,10 +36,17 @@ def workflows() -> dict[str, Workflow]:
     return shipped_workflows()
 
 
+KEY_FILE = "triton-key"
+
+
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory: pytest.TempPathFactory, liver_wheel: Path) -> Iterator[LocalTriton]:
-    """A tritonserver on free loopback ports serving the appliance's model repository."""
-    server = LocalTriton(workdir=tmp_path_factory.mktemp("triton"), intra_op_threads=2, liver_wheel=liver_wheel)
+    """A tritonserver on free loopback ports serving the appliance's model repository, restricted
+    with the key in ``workdir/triton-key`` (:func:`key_file`)."""
+    workdir = tmp_path_factory.mktemp("triton")
+    key = new_key()
+    (workdir / KEY_FILE).write_text(key + "\n")
+    server = LocalTriton(workdir=workdir, intra_op_threads=2, liver_wheel=liver_wheel, key=key)
     try:
         server.start()
     except TritonStartError as exc:
@@ -45,9 +55,16 @@ def triton(tmp_path_factory: pytest.TempPathFactory, liver_wheel: Path) -> Itera
     server.stop()
 
 
-def with_server(workflow: Workflow, url: str, protocol: str = "http", shared_memory: str = "auto") -> Workflow:
-    """``workflow`` pointed at a test server."""
-    triton = TritonSettings(url=url, protocol=protocol, shared_memory=shared_memory)  # type: ignore[arg-type]
+def key_file(server: LocalTriton) -> str:
+    """The file holding the key of the session's server."""
+    return str(server.workdir / KEY_FILE)
+
+
+def with_server(workflow: Workflow, url: str, protocol: str = "http", shared_memory: str = "auto",
+                key: str | None = None) -> Workflow:
+    """``workflow`` pointed at a test server (``key``: its key file)."""
+    triton = TritonSettings(url=url, protocol=protocol, shared_memory=shared_memory,  # type: ignore[arg-type]
+                            key_file=key)
     return dataclasses.replace(workflow, inference=dataclasses.replace(workflow.inference, triton=triton))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 from appliance.phantom import PhantomFiles
-from appliance.pipeline.errors import ModelNotFoundError, ServerUnavailableError, ShapeMismatchError
+from appliance.pipeline.errors import InferenceError, ModelNotFoundError, ServerUnavailableError, ShapeMismatchError
 from appliance.pipeline.geometry import build_volume
 from appliance.pipeline.inference import segment
 from appliance.pipeline.resample import model_grid, probabilities_to_labels, to_model_grid
@@ -20,7 +22,7 @@ from appliance.pipeline.triton_client import ModelClient
 from appliance.triton_local import LocalTriton, free_ports
 from appliance.workflows import TensorSpec, TritonSettings, Workflow
 
-from .conftest import dice, with_server
+from .conftest import dice, key_file, with_server
 
 # Lower bounds for the deterministic demo model on the default phantom (measured: liver 0.964,
 # spleen 0.878, kidneys 0.892; on a fixed 128 x 128 x 64 grid liver 0.958), with a margin for
@@ -40,7 +42,7 @@ def _labels(result: sitk.Image) -> npt.NDArray[np.uint8]:
 
 def test_organseg_dice_http_shared_memory(triton: LocalTriton, image: sitk.Image, workflows: dict[str, Workflow],
                                           ground_truth: npt.NDArray[np.uint8]) -> None:
-    wf = with_server(workflows["OrganSeg"], triton.http_url, "http", "system")
+    wf = with_server(workflows["OrganSeg"], triton.http_url, "http", "system", key_file(triton))
     seg = segment(image, wf.model, wf.inference)
     assert seg.shared_memory and seg.model_grid_size == (133, 133, 67)
     labels = _labels(seg.labels)
@@ -53,7 +55,7 @@ def test_transports_agree(triton: LocalTriton, image: sitk.Image, workflows: dic
     results = []
     for url, protocol, shm in ((triton.http_url, "http", "off"), (triton.grpc_url, "grpc", "off"),
                                (triton.grpc_url, "grpc", "system")):
-        wf = with_server(workflows["OrganSeg"], url, protocol, shm)
+        wf = with_server(workflows["OrganSeg"], url, protocol, shm, key_file(triton))
         seg = segment(image, wf.model, wf.inference)
         assert seg.shared_memory == (shm == "system")
         results.append(_labels(seg.labels))
@@ -62,7 +64,7 @@ def test_transports_agree(triton: LocalTriton, image: sitk.Image, workflows: dic
 
 def test_fixed_size(triton: LocalTriton, image: sitk.Image, workflows: dict[str, Workflow],
                     ground_truth: npt.NDArray[np.uint8]) -> None:
-    wf = with_server(workflows["OrganSeg"], triton.grpc_url, "grpc")
+    wf = with_server(workflows["OrganSeg"], triton.grpc_url, "grpc", key=key_file(triton))
     settings = dataclasses.replace(wf.inference, spacing_mm=None, size=(128, 128, 64))
     seg = segment(image, wf.model, settings)
     assert seg.model_grid_size == (128, 128, 64)
@@ -75,7 +77,7 @@ def test_staircase_on_phantom(triton: LocalTriton, image: sitk.Image, workflows:
 
     Measured: 5113 vs 6020 mislabelled voxels (-15 %); the rest is the model's own error at 7 mm.
     """
-    wf = with_server(workflows["OrganSeg"], triton.http_url)
+    wf = with_server(workflows["OrganSeg"], triton.http_url, key=key_file(triton))
     reference = model_grid(image, spacing_mm=(7.0, 7.0, 7.0))
     with ModelClient(wf.inference.triton, wf.model) as client:
         probabilities = client.infer(to_model_grid(image, reference, wf.inference.clip_hu))
@@ -100,14 +102,14 @@ def test_server_down_is_clear(image: sitk.Image, workflows: dict[str, Workflow])
 
 
 def test_model_missing_is_clear(triton: LocalTriton, image: sitk.Image, workflows: dict[str, Workflow]) -> None:
-    wf = with_server(workflows["OrganSeg"], triton.http_url)
+    wf = with_server(workflows["OrganSeg"], triton.http_url, key=key_file(triton))
     missing = dataclasses.replace(wf.model, name="pancreas_seg")
     with pytest.raises(ModelNotFoundError, match="'pancreas_seg' is not in the repository.*liver_seg_ct, organ_seg_ct"):
         segment(image, missing, wf.inference)
 
 
 def test_shape_mismatch_is_clear(triton: LocalTriton, image: sitk.Image, workflows: dict[str, Workflow]) -> None:
-    wf = with_server(workflows["OrganSeg"], triton.http_url)
+    wf = with_server(workflows["OrganSeg"], triton.http_url, key=key_file(triton))
     with pytest.raises(ShapeMismatchError, match=r"output shape \[4, -1, -1, -1\] does not match \(classes=3"):
         segment(image, dataclasses.replace(wf.model, classes=3), wf.inference)
     with pytest.raises(ShapeMismatchError, match="has no input 'ct' \\(it has image\\)"):
@@ -122,7 +124,7 @@ def test_wire_and_shm_timing(triton: LocalTriton, workflows: dict[str, Workflow]
     volume = np.full((64, 256, 256), 95.0, np.float32)
     times = {}
     for shm in ("off", "system"):
-        settings = TritonSettings(url=triton.http_url, shared_memory=shm)  # type: ignore[arg-type]
+        settings = TritonSettings(url=triton.http_url, shared_memory=shm, key_file=key_file(triton))  # type: ignore[arg-type]
         with ModelClient(settings, workflows["OrganSeg"].model) as client:
             client.infer(volume)  # warm-up
             t0 = time.perf_counter()
@@ -130,3 +132,34 @@ def test_wire_and_shm_timing(triton: LocalTriton, workflows: dict[str, Workflow]
             times[shm] = time.perf_counter() - t0
         assert out.shape == (4, 64, 256, 256)
     print(f"infer 16 MB volume: wire {times['off']:.3f} s, shared memory {times['system']:.3f} s")
+
+
+def test_restricted_apis_need_the_key(triton: LocalTriton, image: sitk.Image, workflows: dict[str, Workflow]) -> None:
+    """Shared-memory registration and model control answer only requests carrying the server's key;
+    inference over the wire, health and metadata stay open (the session's server is restricted)."""
+    for url, protocol in ((triton.http_url, "http"), (triton.grpc_url, "grpc")):
+        without = with_server(workflows["OrganSeg"], url, protocol, "system")
+        with pytest.raises(InferenceError, match="shared memory registration only with its key, and none was sent"):
+            segment(image, without.model, without.inference)
+        wire = dataclasses.replace(without.inference.triton, shared_memory="off")
+        seg = segment(image, without.model, dataclasses.replace(without.inference, triton=wire))
+        assert not seg.shared_memory and seg.labels.GetSize() == image.GetSize()
+    # Model control (load/unload) is refused before the server even looks at the request.
+    load = urllib.request.Request(f"http://{triton.http_url}/v2/repository/models/organ_seg_ct/unload",
+                                  method="POST", data=b"{}")
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        urllib.request.urlopen(load, timeout=10)
+    with urllib.request.urlopen(f"http://{triton.http_url}/v2/models/organ_seg_ct/ready", timeout=10) as ready:
+        assert ready.status == 200
+
+
+def test_a_wrong_or_missing_key_file_is_clear(triton: LocalTriton, image: sitk.Image, workflows: dict[str, Workflow],
+                                              tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong-key"
+    wrong.write_text("0123456789abcdef\n")
+    wf = with_server(workflows["OrganSeg"], triton.http_url, "http", "system", str(wrong))
+    with pytest.raises(InferenceError, match="only with its key, and the key it was sent is not the server's"):
+        segment(image, wf.model, wf.inference)
+    wf = with_server(workflows["OrganSeg"], triton.http_url, "http", "system", str(tmp_path / "none"))
+    with pytest.raises(InferenceError, match=r"cannot read the Triton key file .*none.*worker.triton.key-file"):
+        segment(image, wf.model, wf.inference)

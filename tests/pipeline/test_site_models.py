@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from appliance.pipeline.writer import write_outputs
 from appliance.triton_local import LocalTriton
 from appliance.workflows import load_workflow
 
-from .conftest import dciodvfy_errors, dice
+from .conftest import dciodvfy_errors, dice, key_file
 
 
 def _identity(name: str, in_dims: list[int | str], out_dims: list[int | str]) -> onnx.ModelProto:
@@ -63,7 +64,9 @@ def test_site_model_added_with_the_cli_makes_a_seg(triton: LocalTriton, phantom:
               str(tmp_path / "liver.onnx"))
     assert triton.repository is not None
     workflows = tmp_path / "workflows"
-    status = main(["models", "--repository", str(triton.repository), "--workflows-dir", str(workflows),
+    # The session's server restricts model control to requests carrying its key.
+    keyed = ["--key-file", key_file(triton)]
+    status = main(["models", "--repository", str(triton.repository), "--workflows-dir", str(workflows), *keyed,
                    "add", "site_liver", "--onnx", str(tmp_path / "liver.onnx"), "--labels", "1=Liver",
                    "--spacing", "3", "3", "3", "--window", "-1024", "3071", "--triton", triton.http_url])
     out = capsys.readouterr()
@@ -73,14 +76,16 @@ def test_site_model_added_with_the_cli_makes_a_seg(triton: LocalTriton, phantom:
     workflow = load_workflow(workflows / "site_liver.yaml")
     reader = read_series(phantom.series_dir, workflow.reader, tmp_path / "reader")
     volume = next(iter(reader.volume_files.values()))
-    labels = run_inference(volume, workflow.model, workflow.inference, tmp_path / "inference")
+    inference = dataclasses.replace(workflow.inference, triton=dataclasses.replace(
+        workflow.inference.triton, key_file=Path(key_file(triton))))
+    labels = run_inference(volume, workflow.model, inference, tmp_path / "inference")
     seg_path = write_outputs(reader.manifest, labels, workflow, tmp_path / "writer")[0]["seg"]
     assert dciodvfy_errors(seg_path) == []
     assert pydicom.dcmread(seg_path).SegmentSequence[0].SegmentLabel == "Liver"
     result = sitk.GetArrayFromImage(sitk.ReadImage(str(labels)))
     assert dice(result == 1, ground_truth == 1) > 0.9
     # Removing it takes the model and its workflow away; shipped models cannot be removed.
-    assert main(["models", "--repository", str(triton.repository), "--workflows-dir", str(workflows),
+    assert main(["models", "--repository", str(triton.repository), "--workflows-dir", str(workflows), *keyed,
                  "remove", "site_liver", "--triton", triton.http_url]) == 0
     assert not (workflows / "site_liver.yaml").exists()
     assert main(["models", "--repository", str(triton.repository), "remove", "organ_seg_ct",

@@ -20,7 +20,7 @@ from appliance.pipeline.writer import write_outputs
 from appliance.triton_local import LocalTriton, free_ports
 from appliance.workflows import TritonSettings, Workflow
 
-from .conftest import dciodvfy_errors, dice
+from .conftest import dciodvfy_errors, dice, key_file
 from .test_inference import ORGAN_DICE
 
 
@@ -67,8 +67,8 @@ def test_pipeline_end_to_end(triton: LocalTriton, phantom: PhantomFiles, workflo
     shutil.copytree(phantom.series_dir, job / "input")
     workflow = workflows["OrganSeg"]
     seen: list[StageRecord] = []
-    result = run_stages(default_stages(TritonSettings(url=triton.http_url)), StageContext(job, workflow),
-                        on_record=seen.append)
+    settings = TritonSettings(url=triton.http_url, key_file=key_file(triton))
+    result = run_stages(default_stages(settings), StageContext(job, workflow), on_record=seen.append)
     assert result.succeeded, result.records
     assert [r.stage for r in seen] == ["reader", "inference", "writer"]
     assert all((r.duration_s or 0) > 0 and (r.ended_at or 0) >= (r.started_at or 1) for r in seen)

@@ -81,3 +81,9 @@ def filesystem() -> ModuleType:
 @pytest.fixture(scope="session")
 def containerd_facts() -> ModuleType:
     return load(REPO / "plugins/modules/containerd_facts.py", "containerd_facts")
+
+
+@pytest.fixture(scope="session")
+def apt_plan() -> ModuleType:
+    return load(REPO / "plugins/module_utils/apt_plan.py", "ansible.module_utils.apt_plan")
+

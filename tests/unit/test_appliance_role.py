@@ -132,3 +132,57 @@ def test_the_role_stops_when_results_would_go_nowhere(tmp_path: Path) -> None:
     assert "AE title(s) OrganSeg, LiverSeg would send their results nowhere" in refused.stdout, refused.stdout
     accepted = _preflight(tmp_path, appliance_sources=sources, appliance_destinations=ONE_DESTINATION)
     assert accepted.returncode == 0, accepted.stdout
+
+
+def _run_ufw_script(state: str, rule_sets: list[dict[str, Any]], present: str) -> subprocess.CompletedProcess[str]:
+    """Run firewall.yml's plan script as the role does: the rule sets as JSON, `ufw show added` on stdin."""
+    tasks = yaml.safe_load((ROLE / "tasks" / "firewall.yml").read_text())
+    script = next(t["vars"]["__appliance_ufw_script"] for t in tasks if "vars" in t)
+    return subprocess.run([sys.executable, "-c", script, state, json.dumps(rule_sets)], input=present,
+                          capture_output=True, text=True, check=False)
+
+
+def _ufw_plan(state: str, rule_sets: list[dict[str, Any]], present: str) -> dict[str, list[dict[str, str]]]:
+    done = _run_ufw_script(state, rule_sets, present)
+    assert done.returncode == 0, done.stderr
+    plan: dict[str, list[dict[str, str]]] = json.loads(done.stdout)
+    return plan
+
+
+FIREWALL_SETS = [
+    {"variable": "appliance_firewall_allow_from", "comment": "appliance DICOM SCP", "port": "104",
+     "from": ["10.11.2.0/16"]},
+    {"variable": "appliance_dashboard_allow_from", "comment": "appliance dashboard", "port": "8443",
+     "from": ["192.168.1.7/32"]},
+]
+UFW_ADDED = """Added user rules (see 'ufw status' for running firewall):
+ufw allow from 10.99.0.0/16 to any port 22 proto tcp comment 'operator ssh'
+ufw allow from 10.11.0.0/16 to any port 104 proto tcp comment 'appliance DICOM SCP'
+ufw allow from 10.12.0.0/16 to any port 104 proto tcp comment 'appliance DICOM SCP'
+ufw allow 8443/tcp comment 'appliance dashboard'
+"""
+
+
+def test_the_firewall_plan_reconciles_the_dicom_and_dashboard_rules() -> None:
+    plan = _ufw_plan("present", FIREWALL_SETS, UFW_ADDED)
+    # Wanted networks as ufw stores them; the operator's rule is never in the plan.
+    assert plan["add"] == [
+        {"from": "10.11.0.0/16", "port": "104", "comment": "appliance DICOM SCP"},
+        {"from": "192.168.1.7", "port": "8443", "comment": "appliance dashboard"}]
+    assert plan["delete"] == [
+        {"from": "10.12.0.0/16", "port": "104", "comment": "appliance DICOM SCP"},
+        {"from": "any", "port": "8443", "comment": "appliance dashboard"}]
+
+
+def test_the_firewall_plan_deletes_every_rule_of_the_role_when_absent() -> None:
+    plan = _ufw_plan("absent", FIREWALL_SETS, UFW_ADDED)
+    assert plan["add"] == []
+    assert {r["comment"] for r in plan["delete"]} == {"appliance DICOM SCP", "appliance dashboard"}
+    assert len(plan["delete"]) == 3
+
+
+def test_the_firewall_plan_refuses_what_is_no_network() -> None:
+    sets = [{**FIREWALL_SETS[1], "from": ["dashboard.example"]}]
+    done = _run_ufw_script("present", sets, "")
+    assert done.returncode != 0
+    assert "appliance_dashboard_allow_from: 'dashboard.example' is neither" in done.stderr

@@ -40,6 +40,39 @@ def test_remove_keeps_other_siblings_and_ignores_missing(json_merge: ModuleType)
     assert json_merge.remove_paths(doc, ["runtimes.nvidia", "no.such.key"]) == {"runtimes": {"crun": {}}}
 
 
+def test_undo_puts_back_what_a_merge_changed(json_merge: ModuleType) -> None:
+    # The docker role's merge over an operator's daemon.json, undone at uninstall.
+    operator = {"registry-mirrors": ["https://m"], "log-opts": {"labels": "site", "max-size": "10m"}}
+    role = {"log-driver": "json-file", "log-opts": {"max-size": "100m", "max-file": "3"}}
+    merged = json_merge.deep_merge(operator, role)
+    undo = json_merge.undo_entries(operator, merged)
+    assert undo == [{"path": ["log-driver"]}, {"path": ["log-opts", "max-file"]},
+                    {"path": ["log-opts", "max-size"], "was": "10m"}]
+    assert json_merge.apply_undo(merged, undo) == operator
+
+
+def test_undo_keeps_keys_others_set_since(json_merge: ModuleType) -> None:
+    # The role added log-driver; later data_root set data-root and the operator a mirror: those stay.
+    undo = json_merge.undo_entries({}, {"log-driver": "json-file"})
+    later = {"log-driver": "json-file", "data-root": "/mnt/d", "registry-mirrors": ["https://m"]}
+    assert json_merge.apply_undo(later, undo) == {"data-root": "/mnt/d", "registry-mirrors": ["https://m"]}
+
+
+def test_undo_log_oldest_value_wins(json_merge: ModuleType) -> None:
+    # Two runs changed the same key (100m, then 200m): undoing both gives the value before the first.
+    first = json_merge.undo_entries({"log-opts": {"max-size": "10m"}}, {"log-opts": {"max-size": "100m"}})
+    second = json_merge.undo_entries({"log-opts": {"max-size": "100m"}}, {"log-opts": {"max-size": "200m"}})
+    undone = json_merge.apply_undo({"log-opts": {"max-size": "200m"}}, first + second)
+    assert undone == {"log-opts": {"max-size": "10m"}}
+
+
+def test_undo_of_a_removal_and_of_a_replaced_type(json_merge: ModuleType) -> None:
+    before = {"runtimes": {"nvidia": {"path": "x"}}, "log-opts": "odd"}
+    after = {"log-opts": {"max-size": "1m"}}
+    assert json_merge.apply_undo(after, json_merge.undo_entries(before, after)) == before
+    assert json_merge.undo_entries(before, before) == []
+
+
 # --- containerd_facts -------------------------------------------------------------------------
 
 @pytest.mark.parametrize(

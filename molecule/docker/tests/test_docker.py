@@ -62,8 +62,3 @@ def test_runs_an_imported_image(host) -> None:  # type: ignore[no-untyped-def]
     host.run_expect([0], "rm -rf /tmp/tiny && mkdir -p /tmp/tiny/bin && cp /bin/busybox /tmp/tiny/bin/sh")
     host.run_expect([0], f"tar -C /tmp/tiny -c . | docker import -c 'CMD [\"/bin/sh\"]' - {TINY}")
     assert host.check_output(f"docker run --rm {TINY} /bin/sh -c 'echo ok'") == "ok"
-
-
-def test_image_survived_uninstall_and_reinstall(host) -> None:  # type: ignore[no-untyped-def]
-    # side_effect imported it, removed Docker (data kept), and installed Docker again.
-    assert host.check_output("docker run --rm appliance-test/kept:1 /bin/sh -c 'echo kept'") == "kept"

@@ -1,17 +1,17 @@
-"""Socket-level tuning of pynetdicom's acceptor: TCP_NODELAY, a PDU size guard, prompt wake-ups,
-and a cheaper C-STORE response path.
+"""pynetdicom's acceptor, tuned: prompt wake-ups, a cheaper C-STORE response path, a PDU size
+guard and bytes that can be given back. Private to :mod:`appliance.adapter.fastpath`.
 
-Measured problems of a stock pynetdicom 3.0 SCP, and what this module does about them:
+Measured problems of a stock pynetdicom 3.0 SCP, and what this module does about them
+(``TCP_NODELAY`` and the other socket options are set by :mod:`appliance.adapter.gate`):
 
-* **Nagle.** pynetdicom never sets ``TCP_NODELAY``; the small C-STORE-RSP then waits for the
-  peer's delayed ACK. :class:`RequestHandler` sets it on every accepted socket.
-* **Polling.** Both reactor threads of an association poll with ``time.sleep(0.001)``, adding
-  ~1.5 ms of idle latency to every request/response round trip (a third of the per-instance time
-  at 512x512 CT). :func:`_install_wakeups` lets each thread sleep on something that ends the wait
-  as soon as there is work: the DUL thread in ``select()`` on its socket plus a self-pipe poked
-  when a PDU is queued for sending, the association thread on an Event set when a DIMSE message
-  or ACSE primitive arrives. The timeout of each wait is pynetdicom's own, so a missed wake-up
-  costs what stock pynetdicom always costs, never correctness.
+* **Polling.** Both reactor threads of an association poll with ``time.sleep(0.001)``: ~1.5 ms
+  of idle latency on every request/response round trip (a third of the per-instance time at
+  512x512 CT), and ~3 % of a core per idle connection. :func:`_install_wakeups` lets each
+  thread sleep on something that ends the wait as soon as there is work: the DUL thread in
+  ``select()`` on its socket plus a self-pipe poked when a PDU is queued for sending or an event
+  is queued for its state machine, the association thread on an Event set when a DIMSE message
+  or ACSE primitive arrives. Woken that way, a reactor's 1 ms pause may last up to
+  :data:`_IDLE_WAIT`: its timers (idle, ARTIM) and kill flags are then noticed that much later.
 * **Per-message overhead.** Every DIMSE message runs pynetdicom's standard logging handlers,
   which format the whole command set only to log it at DEBUG, and every C-STORE-RSP is built
   through a pydicom Dataset. Together ~15 % of the CPU per instance. Unless pynetdicom's logger
@@ -24,17 +24,17 @@ Measured problems of a stock pynetdicom 3.0 SCP, and what this module does about
   thread writes the response PDU itself, under a per-socket lock shared with the DUL thread's
   sends. Only when nothing is queued before it: the SCP is synchronous (one operation at a
   time), so there is no earlier response it could overtake. :func:`send_command` does this,
-  also for the C-STORE-RSPs that :mod:`appliance.adapter.pdata` sends from the DUL thread.
+  also for the C-STORE-RSPs that :mod:`~appliance.adapter.fastpath.pdata` sends from the DUL thread.
 * **Per-association copies.** pynetdicom deep-copies the server's presentation contexts for every
   association: ~130 storage SOP classes x every transfer syntax, ~18 % of the CPU of a
   200-instance association. :func:`cheap_context_copies` makes that copy shallow where that is
   exact (a context's only mutable member is its transfer syntax list).
-* **Unbounded PDUs.** pynetdicom reads whatever length a PDU header announces. :class:`_Socket`
-  refuses (drops the connection) a PDU larger than ``limit`` bytes, and reads with
-  ``recv_into`` into one buffer instead of 4 KiB ``recv`` calls (:meth:`_Socket.recv_view`:
-  one buffer reused for every PDU). Bytes read can be given back (:meth:`_Socket.unread`) for
-  pynetdicom's own reader, which is how :mod:`appliance.adapter.pdata` hands over the PDUs it
-  does not handle itself. :func:`on_new_association` lets the SCP hook each new association.
+* **Unbounded PDUs.** pynetdicom reads whatever length a PDU header announces, and allocates it
+  first. :class:`_Socket` refuses (drops the connection) a PDU it reads for pynetdicom that is
+  longer than ``limit`` (association-level PDUs: small), and reads P-DATA for the receiver with
+  ``recv_into`` into one buffer reused for every PDU (:meth:`_Socket.recv_view`). Bytes read can
+  be given back (:meth:`_Socket.unread`) for pynetdicom's own reader, which is how the receiver
+  hands over the PDUs it does not handle itself.
 
 The wake-ups replace the ``time`` module that ``pynetdicom.association`` and ``pynetdicom.dul``
 imported by a shim; threads without a wake-up installed (requestor associations, e.g. the
@@ -49,7 +49,6 @@ import logging
 import os
 import queue
 import select
-import socket
 import struct
 import threading
 import time as _time
@@ -73,11 +72,10 @@ if TYPE_CHECKING:
     from pynetdicom.dul import DULServiceProvider
     from pynetdicom.transport import AssociationServer
 
-#: PDUs other than P-DATA (association requests with many contexts) may exceed the negotiated
-#: maximum; 64 KiB is far above what any real A-ASSOCIATE-RQ needs.
-_MIN_PDU_LIMIT = 64 * 1024
 _WAITER = "_appliance_wait"
-_HOOK = "_appliance_on_association"
+#: Longest pause of a reactor thread whose wake-ups are installed (seconds); pynetdicom's is 1 ms.
+_IDLE_WAIT = 0.05
+_RUN_LOOP_DELAY = 0.001  # pynetdicom's reactor pause, the one the wake-ups stretch
 _P_DATA_TF = struct.Struct(">BBIIBB")
 
 
@@ -105,7 +103,8 @@ class _TimeShim:
         if waiter is None:
             _time.sleep(seconds)
         else:
-            waiter(seconds)
+            # The reactor's pause may last longer: anything it must act on wakes it.
+            waiter(_IDLE_WAIT if seconds <= _RUN_LOOP_DELAY else seconds)
 
 
 def _patch_modules() -> None:
@@ -158,6 +157,10 @@ def _install_wakeups(assoc: Association) -> None:
     assoc.dimse.msg_queue = _WakingQueue(assoc_event.set)
     dul.to_user_queue = _WakingQueue(assoc_event.set)
     dul.to_provider_queue = _WakingQueue(wake_dul)
+    events = _WakingQueue(wake_dul)
+    while not dul.event_queue.empty():  # Evt5, queued when the socket was wrapped
+        events.put(dul.event_queue.get_nowait())
+    dul.event_queue = events
     # The pipe lives as long as the DUL thread; closing it when the association object is
     # collected would race the thread, so close it from the thread that ends last.
     on_dul_exit(dul, close_pipe)
@@ -226,10 +229,10 @@ def send_command(assoc: Association, context_id: int, encoded: bytes) -> bool:
 
 
 class _Socket(AssociationSocket):
-    """An acceptor socket that refuses oversized PDUs, reads each PDU with few syscalls, and
+    """An acceptor socket that refuses oversized PDUs, reads P-DATA into one reused buffer, and
     can take bytes back (:meth:`unread`) for pynetdicom's own PDU reader to read again."""
 
-    limit: int = _MIN_PDU_LIMIT
+    limit: int  # longest read for pynetdicom's reader (association-level PDUs), bytes
     send_lock: threading.Lock
     _pushback: bytes
     _buffer: bytearray
@@ -270,7 +273,9 @@ class _Socket(AssociationSocket):
     def recv_view(self, nr_bytes: int) -> memoryview:
         """Read ``nr_bytes`` (fewer if the peer closed) into a buffer reused by the next call.
 
-        The view is valid until the next call; no new buffer per PDU. Caller checks the limit.
+        The view is valid until the next call; no new buffer per PDU. The caller checks the
+        length against the negotiated maximum. Raises TimeoutError when the peer is silent for
+        the socket's timeout (``network-timeout-seconds``, set by the gate).
         """
         if len(self._buffer) < nr_bytes:
             self._buffer = bytearray(nr_bytes)
@@ -284,7 +289,8 @@ class _Socket(AssociationSocket):
             view[:got] = self._pushback[:got]
             self._pushback = self._pushback[got:]
         sock = self.socket
-        assert sock is not None
+        if sock is None:  # closed under us: a short read, as for a peer that hung up
+            return got
         while got < len(view):
             n = sock.recv_into(view[got:], len(view) - got)
             if n == 0:
@@ -293,30 +299,26 @@ class _Socket(AssociationSocket):
         return got
 
 
-class RequestHandler(_PynetdicomRequestHandler):
-    """pynetdicom's acceptor request handler with the tuning above.
+def request_handler(hook: Callable[[Association], None], limit: int) -> type[_PynetdicomRequestHandler]:
+    """pynetdicom's acceptor request handler with the tuning above; ``hook`` gets each new
+    association before its threads start; ``limit`` caps PDUs read by pynetdicom's own reader."""
 
-    ``max_pdu_bytes`` of the server's AE sets the PDU guard (never below 64 KiB).
-    """
-
-    def _create_association(self) -> Association:
-        sock = self.request
-        assert isinstance(sock, socket.socket)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        assoc = super()._create_association()
-        # Re-class the wrapper pynetdicom just made rather than making a second one: its
-        # constructor has already queued the transport-connected event (Evt5).
-        wrapper = assoc.dul.socket
-        assert wrapper is not None
-        wrapper.__class__ = _Socket
-        assert isinstance(wrapper, _Socket)
-        wrapper.adopt(max(self.ae.maximum_pdu_size or 0, _MIN_PDU_LIMIT) + 6)
-        _install_wakeups(assoc)
-        _install_fast_store_response(assoc)
-        hook: Callable[[Association], None] | None = getattr(self.server, _HOOK, None)
-        if hook is not None:
+    class RequestHandler(_PynetdicomRequestHandler):
+        def _create_association(self) -> Association:
+            assoc = super()._create_association()
+            # Re-class the wrapper pynetdicom just made rather than making a second one: its
+            # constructor has already queued the transport-connected event (Evt5).
+            wrapper = assoc.dul.socket
+            assert wrapper is not None
+            wrapper.__class__ = _Socket
+            assert isinstance(wrapper, _Socket)
+            wrapper.adopt(limit)
+            _install_wakeups(assoc)
+            _install_fast_store_response(assoc)
             hook(assoc)
-        return assoc
+            return assoc
+
+    return RequestHandler
 
 
 class _Contexts(list[PresentationContext]):
@@ -334,14 +336,3 @@ class _Contexts(list[PresentationContext]):
 def cheap_context_copies(server: AssociationServer) -> None:
     """Make the per-association copy of ``server``'s contexts cheap (see the module doc)."""
     server.contexts = _Contexts(server.contexts)
-
-
-def on_new_association(server: AssociationServer, hook: Callable[[Association], None]) -> None:
-    """Call ``hook`` with each association ``server`` accepts, before its threads start."""
-    setattr(server, _HOOK, hook)
-
-
-def set_nodelay(sock: socket.socket | None) -> None:
-    """Disable Nagle on ``sock`` (for requestor associations, once connected)."""
-    if sock is not None and sock.fileno() >= 0:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
