@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from starlette.testclient import TestClient
+
 from appliance.dashboard.auth import hash_password
 from appliance.jobs import ExportRecord, Job, JobState, JobStore, StageRecord
 from appliance.phantom import PhantomFiles
@@ -97,3 +99,19 @@ def add_result(layout: PayloadLayout, job_id: str, phantom: PhantomFiles, workfl
     seg = layout.output_dir(job_id) / "seg.dcm"
     shutil.copy(artifacts["seg"], seg)
     return seg
+
+
+def log_in(client: TestClient, user: str) -> TestClient:
+    """Log ``user`` in through the login form; the client keeps the session cookie."""
+    page = client.get("/login")
+    token = page.text.split('name="login_token" value="', 1)[1].split('"', 1)[0]
+    done = client.post("/login", data={"user": user, "password": USERS[user][0], "login_token": token, "next": "/"},
+                       follow_redirects=False)
+    assert done.status_code == 303, done.text
+    return client
+
+
+def csrf(client: TestClient, path: str = "/") -> str:
+    """The session's CSRF token, as a page carries it."""
+    page = client.get(path)
+    return page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import csrf, log_in
-from dashkit import add_result, make_job
+from dashkit import add_result, csrf, log_in, make_job
 from starlette.testclient import TestClient
 
 from appliance.dashboard.app import CSP
