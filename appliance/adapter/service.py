@@ -34,17 +34,27 @@ class Adapter:
                               receiver=receiver, paused=lambda: self._paused)
         self.heartbeat = control.Heartbeat(lambda: self.grouper.store, "adapter", self._status)
         self._stop = threading.Event()
+        self._control = threading.Thread(target=self._control_loop, name="adapter-control", daemon=True)
 
     def _status(self) -> dict[str, object]:
         return {"associations": self.scp.open_associations(), "receiving": self.grouper.open_groups(),
                 "paused": sorted(self._paused), "port": self.scp.port}
 
     def _refresh_paused(self) -> None:
-        # Read every tick, so a pause applies to the next association within tick_seconds.
         try:
             self._paused = frozenset(control.paused_titles(self.grouper.store))
         except Exception:  # the store is busy or unavailable: keep the last known pauses
             LOG.debug("could not read intake pauses", exc_info=True)
+
+    def _control_loop(self) -> None:
+        # The intake pauses (read every tick, so a pause applies to the next association within
+        # tick_seconds) and the heartbeat, on a thread of their own: a locked or slow job store
+        # then holds up neither the start nor the main loop's grouping ticks and watchdog.
+        while True:
+            self._refresh_paused()
+            self.heartbeat.tick()
+            if self._stop.wait(self.tick_seconds):
+                return
 
     @property
     def tick_seconds(self) -> float:
@@ -66,9 +76,8 @@ class Adapter:
         # The previous run's open groups are resumed by the first tick (or the first C-STORE,
         # whichever comes first); until then nothing is stored, and a store that cannot be opened
         # yet delays that, not the start.
-        self._refresh_paused()  # before the first association
         self.scp.start()
-        self.heartbeat.tick(force=True)
+        self._control.start()
         systemd.notify(f"READY=1\nSTATUS=listening on port {self.scp.port}")
         watchdog = systemd.Watchdog()
         stuck = False
@@ -78,8 +87,6 @@ class Adapter:
                     self.grouper.tick()
                 except Exception:  # a bug, not a fault: log it, keep serving
                     LOG.exception("grouping tick failed")
-                self._refresh_paused()
-                self.heartbeat.tick()
                 if self.scp.healthy():
                     watchdog.tick()
                     stuck = False
@@ -89,8 +96,9 @@ class Adapter:
         finally:
             systemd.notify("STOPPING=1")
             LOG.info("stopping")
-            self.heartbeat.stopped()
             self.scp.stop()
+            self._control.join(timeout=15)  # at most one store wait (its busy timeout is 10 s)
+            self.heartbeat.stopped()
             # Save progress of open groups; they stay 'receiving' and resume at the next start.
             self.grouper.tick()
             self.grouper.close()
