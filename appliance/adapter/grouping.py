@@ -152,11 +152,6 @@ class Grouper:
                     self._opened = self._open()
         return self._opened
 
-    @property
-    def store(self) -> JobStore:
-        """The job store, opened on first use; raises a store error while it cannot be opened."""
-        return self._store
-
     def close(self) -> None:
         """Close the job store, if it was opened."""
         if self._opened is not None:

@@ -32,7 +32,8 @@ class Adapter:
         self._paused: frozenset[str] = frozenset()
         self.scp = StorageSCP(config.dicom.scp, self.grouper, spill_dir=str(config.storage.root),
                               receiver=receiver, paused=lambda: self._paused)
-        self.heartbeat = control.Heartbeat(lambda: self.grouper.store, "adapter", self._status)
+        self._control_store: JobStore | None = None
+        self.heartbeat = control.Heartbeat(self._control_db, "adapter", self._status)
         self._stop = threading.Event()
         self._control = threading.Thread(target=self._control_loop, name="adapter-control", daemon=True)
 
@@ -40,9 +41,15 @@ class Adapter:
         return {"associations": self.scp.open_associations(), "receiving": self.grouper.open_groups(),
                 "paused": sorted(self._paused), "port": self.scp.port}
 
+    def _control_db(self) -> JobStore:
+        # A connection of its own: a lock wait of the control thread never delays the grouper's.
+        if self._control_store is None:
+            self._control_store = JobStore(self.config.storage.database)
+        return self._control_store
+
     def _refresh_paused(self) -> None:
         try:
-            self._paused = frozenset(control.paused_titles(self.grouper.store))
+            self._paused = frozenset(control.paused_titles(self._control_db()))
         except Exception:  # the store is busy or unavailable: keep the last known pauses
             LOG.debug("could not read intake pauses", exc_info=True)
 
@@ -99,6 +106,8 @@ class Adapter:
             self.scp.stop()
             self._control.join(timeout=15)  # at most one store wait (its busy timeout is 10 s)
             self.heartbeat.stopped()
+            if self._control_store is not None:
+                self._control_store.close()
             # Save progress of open groups; they stay 'receiving' and resume at the next start.
             self.grouper.tick()
             self.grouper.close()
