@@ -52,11 +52,56 @@ class Watchdog:
         self.interval = watchdog_interval()
         self._next = time.monotonic()
 
-    def tick(self) -> None:
-        """Ping if a ping is due; call it from the process's main loop."""
+    def tick(self, liveness: Liveness | None = None) -> None:
+        """Ping if a ping is due and no loop of ``liveness`` is overdue; call it from the
+        process's main loop."""
         if self.interval is not None and time.monotonic() >= self._next:
+            if liveness is not None and liveness.overdue():
+                return
             notify("WATCHDOG=1")
             self._next = time.monotonic() + self.interval
+
+
+class Pulse:
+    """One loop's sign of life for :class:`Liveness`: the loop calls :meth:`beat` each round, with
+    ``allow`` (seconds) before a call that may block that long (an association, a stage)."""
+
+    def __init__(self, name: str, period: float) -> None:
+        self.name = name
+        self.period = period
+        self._deadline = time.monotonic() + period
+
+    def beat(self, allow: float | None = None) -> None:
+        """Alive now, and for ``allow`` (default: the loop's ``period``) seconds more."""
+        self._deadline = time.monotonic() + (self.period if allow is None else allow)
+
+    @property
+    def overdue(self) -> bool:
+        """Whether the loop missed its deadline (stuck, or dead)."""
+        return time.monotonic() > self._deadline
+
+
+class Liveness:
+    """Every loop of a process; the watchdog is pinged only while none is overdue, so systemd
+    restarts a process one of whose loops died or hangs, not only one whose main thread did."""
+
+    def __init__(self) -> None:
+        self._pulses: list[Pulse] = []
+        self._reported: set[str] = set()
+
+    def pulse(self, name: str, period: float) -> Pulse:
+        """Register a loop expected to beat at least every ``period`` seconds."""
+        pulse = Pulse(name, period)
+        self._pulses.append(pulse)
+        return pulse
+
+    def overdue(self) -> list[str]:
+        """Names of the loops that missed their deadline (each logged once per stall)."""
+        late = [p.name for p in self._pulses if p.overdue]
+        for name in set(late) - self._reported:
+            LOG.error("loop %s is overdue: withholding the watchdog ping", name)
+        self._reported = set(late)
+        return late
 
 
 def on_stop_signals(request_stop: Callable[[], None]) -> None:

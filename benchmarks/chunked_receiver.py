@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +34,7 @@ from appliance.adapter.grouping import INSTANCE_SUFFIX, Grouper  # noqa: E402
 from appliance.adapter.identify import DatasetWalker, NotIdentifiable, Unparseable, is_uid  # noqa: E402
 from appliance.adapter.service import Adapter  # noqa: E402
 from appliance.cli import logs  # noqa: E402
+from appliance.jobs import StoreError  # noqa: E402
 from appliance.settings import load_config  # noqa: E402
 from appliance.storage import fsync_dir  # noqa: E402
 from appliance.systemd import on_stop_signals  # noqa: E402
@@ -67,7 +67,7 @@ def _store(grouper: Grouper, event: Event) -> int:
     assoc = event.assoc
     try:
         slot = grouper.reserve(assoc.acceptor.ae_title, str(assoc.requestor.ae_title).strip(), identity.study_uid)
-    except (OSError, sqlite3.Error):
+    except (OSError, StoreError):
         return 0xA700
     try:
         if not slot.claim(sop_uid):

@@ -26,7 +26,6 @@ import logging
 import re
 import secrets
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from appliance.jobs import Job, JobState, JobStore
+from appliance.jobs import Intake, Job, StoreError
 from appliance.settings import AeTitleConfig
 from appliance.storage import PayloadLayout, make_dirs, remove_temporaries
 
@@ -71,7 +70,7 @@ class _Creation:
     """A group's job being created; waiters share its outcome."""
 
     done: threading.Event = field(default_factory=threading.Event)
-    error: OSError | sqlite3.Error | None = None
+    error: OSError | StoreError | None = None
 
 
 class Slot:
@@ -121,14 +120,14 @@ class Grouper:
 
     def __init__(
         self,
-        store: JobStore | Callable[[], JobStore],
+        store: Intake | Callable[[], Intake],
         layout: PayloadLayout,
         bindings: Callable[[str], AeTitleConfig | None],
         quiet_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._opened = store if isinstance(store, JobStore) else None
-        self._open = store if not isinstance(store, JobStore) else None
+        self._opened = store if isinstance(store, Intake) else None
+        self._open = store if not isinstance(store, Intake) else None
         self._open_lock = threading.Lock()
         self._layout = layout
         self._bindings = bindings
@@ -143,7 +142,7 @@ class Grouper:
         self._trouble: str | None = None  # the store error being reported, while it lasts
 
     @property
-    def _store(self) -> JobStore:
+    def _store(self) -> Intake:
         """The job store, opened on first use; raises a store error while it cannot be opened."""
         if self._opened is None:
             with self._open_lock:
@@ -153,9 +152,9 @@ class Grouper:
         return self._opened
 
     def close(self) -> None:
-        """Close the job store, if it was opened."""
-        if self._opened is not None:
-            self._opened.close()
+        """Close the job store's connection if this grouper opened it (a given one is the caller's)."""
+        if self._open is not None and self._opened is not None:
+            self._opened.db.close()
 
     def open_groups(self) -> int:
         """How many groups are receiving."""
@@ -167,7 +166,7 @@ class Grouper:
         (``calling_address``, the peer's IP address, is recorded on a new job).
 
         The group cannot close until the slot is given to :meth:`release`. Raises
-        OSError/sqlite3.Error if the job cannot be created.
+        OSError/StoreError if the job cannot be created.
         """
         key = (called_ae, study_uid)
         if not self._recovered:
@@ -193,7 +192,7 @@ class Grouper:
         # instances of this new study, never those of studies already receiving.
         try:
             group = self._create(called_ae, calling_ae, study_uid, calling_address)
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, StoreError) as exc:
             creation.error = exc
             raise
         else:
@@ -259,7 +258,7 @@ class Grouper:
             for study_uid in self._store.take_completion_requests():
                 if not self.request_completion(study_uid):
                     LOG.info("completion requested for study %s, which has no open group", study_uid)
-        except (sqlite3.Error, OSError) as exc:
+        except (StoreError, OSError) as exc:
             self._store_failed(exc)
             return []
         now = self._clock()
@@ -283,7 +282,7 @@ class Grouper:
             while due:
                 ready.extend(self._close(due[0]))
                 due = due[1:]
-        except (sqlite3.Error, OSError) as exc:
+        except (StoreError, OSError) as exc:
             self._store_failed(exc)
             with self._lock:
                 for g in progress:
@@ -328,7 +327,7 @@ class Grouper:
         with self._recover_lock:
             if self._recovered:
                 return 0
-            jobs = self._store.list_jobs([JobState.RECEIVING])
+            jobs = self._store.receiving()
             now = self._clock()
             resumed: dict[tuple[str, str], _Group] = {}
             for job in jobs:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import sqlite3
 import tempfile
 
 from pydicom.uid import UID
@@ -35,6 +34,7 @@ from pydicom.uid import UID
 from appliance.adapter.grouping import INSTANCE_SUFFIX, Grouper, Slot
 from appliance.adapter.identify import DatasetWalker, NotIdentifiable, Unparseable, is_uid
 from appliance.adapter.limits import DuplicatePolicy
+from appliance.jobs import StoreError
 from appliance.storage import DurableFile
 
 LOG = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class IncomingInstance:
             self._slot = self._grouper.reserve(self._called, self._calling, identity.study_uid,
                                                self._calling_address)
             self._file = DurableFile(self._slot.input_dir, self._sop_uid + INSTANCE_SUFFIX)
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, StoreError) as exc:
             self._fail(exc)
             return
         self._write(self._header)
@@ -210,7 +210,7 @@ class IncomingInstance:
                     "(duplicate policy %s)", self._sop_uid, self._calling, self._slot.job_id, policy.value)
         return SUCCESS if policy is DuplicatePolicy.KEEP_FIRST else DUPLICATE
 
-    def _fail(self, exc: OSError | sqlite3.Error) -> int:
+    def _fail(self, exc: OSError | StoreError) -> int:
         LOG.error("C-STORE %s from %s: not stored: %s", self._sop_uid, self._calling, exc)
         self._status = OUT_OF_RESOURCES
         self.abort()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 from appliance import systemd
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.scp import Receiver, StorageSCP
-from appliance.jobs import JobStore, control
+from appliance.jobs import Database, Intake, control, migrate, open_database
 from appliance.settings import AdapterConfig
 from appliance.storage import PayloadLayout, make_dirs
 
@@ -27,13 +28,13 @@ class Adapter:
         make_dirs(config.storage.root)
         # Opened at first use, so that a locked or full job store at start is a fault the adapter
         # rides out (C-STORE answers 0xA700 meanwhile), not a crash loop.
-        self.grouper = Grouper(lambda: JobStore(config.storage.database), self.layout, config.dicom.scp.ae_title,
+        self.grouper = Grouper(self._open_intake, self.layout, config.dicom.scp.ae_title,
                                config.completion.quiet_seconds)
         self._paused: frozenset[str] = frozenset()
         self.scp = StorageSCP(config.dicom.scp, self.grouper, spill_dir=str(config.storage.root),
                               receiver=receiver, paused=lambda: self._paused)
-        self._control_store: JobStore | None = None
-        self.heartbeat = control.Heartbeat(self._control_db, "adapter", self._status)
+        self._control_store: Database | None = None
+        self.status_beat = control.ServiceHeartbeat(self._control_db, "adapter", self._status)
         self._stop = threading.Event()
         self._control = threading.Thread(target=self._control_loop, name="adapter-control", daemon=True)
 
@@ -41,10 +42,10 @@ class Adapter:
         return {"associations": self.scp.open_associations(), "receiving": self.grouper.open_groups(),
                 "paused": sorted(self._paused), "port": self.scp.port}
 
-    def _control_db(self) -> JobStore:
+    def _control_db(self) -> Database:
         # A connection of its own: a lock wait of the control thread never delays the grouper's.
         if self._control_store is None:
-            self._control_store = JobStore(self.config.storage.database)
+            self._control_store = open_database(self.config.storage.job_store)
         return self._control_store
 
     def _refresh_paused(self) -> None:
@@ -59,9 +60,20 @@ class Adapter:
         # then holds up neither the start nor the main loop's grouping ticks and watchdog.
         while True:
             self._refresh_paused()
-            self.heartbeat.tick()
+            self.status_beat.tick()
             if self._stop.wait(self.tick_seconds):
                 return
+
+    def _open_intake(self) -> Intake:
+        """Open and migrate the job store (StoreError while it cannot be)."""
+        db = open_database(self.config.storage.job_store)
+        try:
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        # Its name on the jobs it receives: the same after a restart, different for each adapter of a fleet.
+        return Intake(db, owner=f"{socket.gethostname()}:{self.config.dicom.scp.port}")
 
     @property
     def tick_seconds(self) -> float:
@@ -104,8 +116,8 @@ class Adapter:
             systemd.notify("STOPPING=1")
             LOG.info("stopping")
             self.scp.stop()
-            self._control.join(timeout=15)  # at most one store wait (its busy timeout is 10 s)
-            self.heartbeat.stopped()
+            self._control.join(timeout=15)  # at most one store wait
+            self.status_beat.stopped()
             if self._control_store is not None:
                 self._control_store.close()
             # Save progress of open groups; they stay 'receiving' and resume at the next start.

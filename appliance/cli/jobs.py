@@ -27,7 +27,7 @@ def _as_dict(job: Job) -> dict[str, Any]:
 
 
 def _store(args: argparse.Namespace) -> JobStore:
-    return JobStore(load_config(args.config).storage.database)
+    return JobStore(load_config(args.config).storage.job_store)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -48,15 +48,18 @@ def _show(args: argparse.Namespace) -> int:
         job = store.get(args.job_id)
         stages = store.stages(job.id)
         exports = store.exports(job.id)
+        tasks = store.export_tasks(job.id)
     data = _as_dict(job)
     data["stages"] = [{**dataclasses.asdict(s), "at": _iso(s.at), "started_at": _iso(s.started_at),
                        "ended_at": _iso(s.ended_at)} for s in stages]
     data["exports"] = [{**dataclasses.asdict(e), "at": _iso(e.at)} for e in exports]
+    data["export_tasks"] = [{**dataclasses.asdict(t), "delivered": list(t.delivered), "updated_at": _iso(t.updated_at)}
+                            for t in tasks]
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     for key, value in data.items():
-        if key in ("stages", "exports"):
+        if key in ("stages", "exports", "export_tasks"):
             continue
         print(f"{key:>17}: {value}")
     for s in stages:
@@ -66,6 +69,9 @@ def _show(args: argparse.Namespace) -> int:
     for e in exports:
         print(f"{'export':>17}: {e.destination} try {e.attempt} {e.outcome} sent={e.sent} "
               f"failed={e.failed} {e.detail} ({_iso(e.at)})")
+    for t in tasks:
+        print(f"{'destination':>17}: {t.destination} {t.state} after {t.tries} try(s), "
+              f"{len(t.delivered)} file(s) delivered")
     return 0
 
 

@@ -8,13 +8,14 @@ Exit status 2: the configuration (or a workflow it uses) is invalid, each proble
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from appliance.cli import logs
-from appliance.settings import SettingsError
+from appliance.settings import SettingsError, StorageConfig
 
 T = TypeVar("T")
 
@@ -37,6 +38,8 @@ class Service(Generic[T]):
         load: the configuration file's path -> what the service needs; raises SettingsError.
         build: builds the service from it (imported lazily: ``--check`` needs no DICOM stack).
         checked: the line ``--check`` prints after ``FILE: OK``.
+        storage: the loaded configuration's storage settings: ``--check`` then also reports the
+            job store's schema version (exit 1 when it cannot be read or is newer than this code).
     """
 
     name: str
@@ -44,6 +47,7 @@ class Service(Generic[T]):
     load: Callable[[str], T]
     build: Callable[[T], Runnable]
     checked: Callable[[T], str] = lambda _: ""
+    storage: Callable[[T], StorageConfig] = lambda loaded: loaded.storage  # type: ignore[attr-defined]
 
     def register(self, sub: argparse._SubParsersAction[argparse.ArgumentParser], description: str | None) -> None:
         """Add the sub-command with ``--config``, ``--log-level`` and ``--check``."""
@@ -61,11 +65,24 @@ class Service(Generic[T]):
         except SettingsError as exc:
             print(f"appliance {self.name}: invalid configuration\n{exc}", file=sys.stderr)
             return 2
+        from appliance.jobs import StoreError
+
         if args.check:
             print(f"{args.config}: OK {self.checked(loaded)}".rstrip())
+            from appliance.jobs.schema import status
+
+            try:
+                print(status(self.storage(loaded).job_store))
+            except StoreError as exc:
+                print(f"appliance {self.name}: {exc}", file=sys.stderr)
+                return 1
             return 0
         from appliance.systemd import on_stop_signals
 
-        service = self.build(loaded)
-        on_stop_signals(service.request_stop)
-        return service.run()
+        try:
+            service = self.build(loaded)
+            on_stop_signals(service.request_stop)
+            return service.run()
+        except StoreError as exc:  # systemd restarts the unit; the database may be back by then
+            logging.getLogger(f"appliance.{self.name}").error("%s", exc)
+            return 1

@@ -39,4 +39,5 @@ def _checked(loaded: tuple[AdapterConfig, WorkflowCatalog]) -> str:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``worker`` sub-command (``--check`` validates configuration and workflow bindings only)."""
-    Service("worker", "run the pipeline worker in the foreground", _load, _build, _checked).register(sub, __doc__)
+    Service("worker", "run the pipeline worker in the foreground", _load, _build, _checked,
+            lambda loaded: loaded[0].storage).register(sub, __doc__)

@@ -100,9 +100,9 @@ def run_intake_action(ctx: Context, session: Session, action: str, ae_title: str
             raise Refused(f"{ae_title!r} is not one of our AE titles")
         if action == "pause":
             reason = " ".join(form.get("reason", "").split())[:200]
-            control.pause_intake(ctx.store, ae_title, session.user, reason)
+            control.pause_intake(ctx.store.db, ae_title, session.user, reason)
             return f"intake of {ae_title} paused: new associations are refused"
-        was = control.resume_intake(ctx.store, ae_title)
+        was = control.resume_intake(ctx.store.db, ae_title)
         return f"intake of {ae_title} resumed" if was else f"intake of {ae_title} was not paused"
 
     return _audited(ctx, session, f"intake-{action}", ae_title, "", "operator", act)
@@ -125,5 +125,5 @@ def _audited(ctx: Context, session: Session, action: str, target: str, detail: s
         outcome = f"refused: {exc}"
         raise
     finally:
-        control.audit(ctx.store, control.AuditEntry(time.time(), session.user, session.role, action, target,
+        control.audit(ctx.store.db, control.AuditEntry(time.time(), session.user, session.role, action, target,
                                                     outcome, detail))

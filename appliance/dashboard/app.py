@@ -172,7 +172,7 @@ def action(handler: Callable[[Request, Session, dict[str, str]], Awaitable[Respo
             return PlainTextResponse("not logged in", status_code=401)
         form = await _form(request)
         if not _same_origin(request) or not same_token(form.get("csrf"), session.csrf):
-            control.audit(_dashboard(request).store, control.AuditEntry(
+            control.audit(_dashboard(request).store.db, control.AuditEntry(
                 time.time(), session.user, session.role, request.url.path, "", "refused: bad CSRF token or origin", ""))
             return PlainTextResponse("refused: missing or wrong CSRF token, or another site's request", status_code=403)
         return await handler(request, session, form)
@@ -208,14 +208,14 @@ async def login(request: Request) -> Response:
     name = form.get("user", "")
     session = await run_in_threadpool(dash.sessions.login, name, form.get("password", ""))
     if session is None:
-        control.audit(dash.store, control.AuditEntry(time.time(), name[:64], "", "login", "", "refused: wrong "
+        control.audit(dash.store.db, control.AuditEntry(time.time(), name[:64], "", "login", "", "refused: wrong "
                                                      "user name or password", ""))
         token = new_token()
         response = dash.render(request, "login.html", None, status_code=401, next=target, login_token=token,
                                error="Wrong user name or password.")
         response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=dash.https, max_age=3600)
         return response
-    control.audit(dash.store, control.AuditEntry(time.time(), session.user, session.role, "login", "", "ok", ""))
+    control.audit(dash.store.db, control.AuditEntry(time.time(), session.user, session.role, "login", "", "ok", ""))
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="strict", secure=dash.https, path="/")
     response.delete_cookie(LOGIN_COOKIE)
@@ -226,7 +226,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request, session: Session, form: dict[str, str]) -> Response:
     dash = _dashboard(request)
     dash.sessions.logout(request.cookies.get(SESSION_COOKIE))
-    control.audit(dash.store, control.AuditEntry(time.time(), session.user, session.role, "logout", "", "ok", ""))
+    control.audit(dash.store.db, control.AuditEntry(time.time(), session.user, session.role, "logout", "", "ok", ""))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -325,9 +325,10 @@ def _job_view(dash: Dashboard, job: Job) -> dict[str, Any]:
         "segments": segments,
         "result_error": result_error,
         "log_lines": logs.job_lines(dash.config.dashboard.log_files, job.id),
-        "audit": control.audit_log(dash.store, job.id, 50),
+        "audit": control.audit_log(dash.store.db, job.id, 50),
         "destinations": [d.name for d in dash.config.dicom.scu.destinations],
         "failed_destinations": failed,
+        "export_tasks": {t.destination: t for t in dash.store.export_tasks(job.id)},
         "root": dash.layout.root,
         "final": job.state in FINAL_STATES,
         "since": f"{time.time() - JobFeed.OVERLAP_SECONDS:.3f}",
@@ -442,7 +443,7 @@ def _health_view(dash: Dashboard) -> dict[str, Any]:
         "gpu_note": gpu_note,
         "storage": health.storage(dash.config),
         "ae_titles": [a.ae_title for a in dash.config.dicom.scp.ae_titles],
-        "paused": control.paused_titles(dash.store),
+        "paused": control.paused_titles(dash.store.db),
         "destinations": dash.config.dicom.scu.destinations,
     }
 
@@ -491,7 +492,7 @@ async def audit_page(request: Request, session: Session) -> Response:
     if not allowed(session.role, "admin"):
         return dash.render(request, "error.html", session, status_code=403, title="Admins only",
                            message=f"The audit log is for admins; your role is {session.role}.")
-    entries = await run_in_threadpool(control.audit_log, dash.store, None, 1000)
+    entries = await run_in_threadpool(control.audit_log, dash.store.db, None, 1000)
     return dash.render(request, "audit.html", session, entries=entries)
 
 
@@ -521,7 +522,7 @@ def create_app(config: AdapterConfig, *, feed_poll_seconds: float = 0.25) -> Sta
     """The dashboard for ``config`` (its job store, payload folders and ``dashboard:`` settings)."""
     layout = PayloadLayout(config.storage.root)
     cache_root = config.storage.root / config.dashboard.cache_dir
-    store = JobStore(config.storage.database)
+    store = JobStore(config.storage.job_store)
     details = DetailsCache(cache_root / "details.sqlite3", layout)
     jobs = JobList(store, details, layout)
     feed = JobFeed(jobs, feed_poll_seconds)

@@ -45,20 +45,17 @@ class ServiceHealth:
 
 
 def services(store: JobStore, now: float | None = None) -> list[ServiceHealth]:
-    """Every service's health from its last heartbeat (see :mod:`appliance.jobs.control`)."""
+    """Every service's health from its last heartbeat on each host (see :mod:`appliance.jobs.control`;
+    a fleet has an adapter, worker and exporter per host), and the services never seen anywhere."""
     now = time.time() if now is None else now
-    seen = {s.name: s for s in control.services(store)}
-    out = []
-    for name in sorted(set(SERVICES) | set(seen)):
-        beat = seen.get(name)
-        if beat is None:
-            out.append(ServiceHealth(name, "never seen"))
-            continue
-        stopped = beat.beat_at == 0  # a clean stop (Heartbeat.stopped)
+    beats = control.services(store.db)
+    out = [ServiceHealth(name, "never seen") for name in SERVICES if name not in {b.name for b in beats}]
+    for beat in beats:
+        stopped = beat.beat_at == 0  # a clean stop (ServiceHeartbeat.stopped)
         state = "stopped" if stopped else "running" if beat.alive(now, control.HEARTBEAT_SECONDS) else "dead"
-        out.append(ServiceHealth(name, state, beat.host, beat.pid, None if stopped else now - beat.beat_at,
+        out.append(ServiceHealth(beat.name, state, beat.host, beat.pid, None if stopped else now - beat.beat_at,
                                  beat.status))
-    return out
+    return sorted(out, key=lambda s: (s.name, s.host))
 
 
 @dataclass(frozen=True)

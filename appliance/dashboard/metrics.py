@@ -29,12 +29,12 @@ def _label(value: str) -> str:
 def render(store: JobStore, services: list[ServiceHealth]) -> str:
     """The exposition text."""
     lines = ["# HELP appliance_jobs Jobs in each state.", "# TYPE appliance_jobs gauge"]
-    lines += [f'appliance_jobs{{state="{s.value}"}} {n}' for s, n in stats.jobs_by_state(store).items()]
+    lines += [f'appliance_jobs{{state="{s.value}"}} {n}' for s, n in stats.jobs_by_state(store.db).items()]
 
     lines += ["# HELP appliance_stage_duration_seconds Duration of pipeline stage runs.",
               "# TYPE appliance_stage_duration_seconds histogram"]
     by_stage: dict[str, list[float]] = defaultdict(list)
-    for stage, seconds in stats.stage_durations(store):
+    for stage, seconds in stats.stage_durations(store.db):
         by_stage[stage].append(seconds)
     for stage, values in sorted(by_stage.items()):
         values.sort()
@@ -48,18 +48,19 @@ def render(store: JobStore, services: list[ServiceHealth]) -> str:
 
     lines += ["# HELP appliance_instances_received_total Instances stored by the adapter.",
               "# TYPE appliance_instances_received_total counter",
-              f"appliance_instances_received_total {stats.instances_received(store)}"]
+              f"appliance_instances_received_total {stats.instances_received(store.db)}"]
 
     lines += ["# HELP appliance_export_tries_total Export tries by destination and outcome "
               "(sent, transient, failed, skipped).", "# TYPE appliance_export_tries_total counter"]
     lines += [f'appliance_export_tries_total{{destination="{_label(d)}",outcome="{_label(o)}"}} {n}'
-              for (d, o), n in sorted(stats.export_outcomes(store).items())]
+              for (d, o), n in sorted(stats.export_outcomes(store.db).items())]
 
     lines += ["# HELP appliance_service_up Whether the service's heartbeat is fresh.",
               "# TYPE appliance_service_up gauge"]
-    lines += [f'appliance_service_up{{service="{_label(s.name)}"}} {int(s.state == "running")}' for s in services]
-    adapter = next((s for s in services if s.name == "adapter" and s.state == "running"), None)
-    lines += ["# HELP appliance_adapter_associations Associations open at the adapter's last heartbeat.",
+    lines += [f'appliance_service_up{{service="{_label(s.name)}",host="{_label(s.host)}"}} {int(s.state == "running")}'
+              for s in services]
+    open_now = sum(len(s.associations) for s in services if s.name == "adapter" and s.state == "running")
+    lines += ["# HELP appliance_adapter_associations Associations open at the adapters' last heartbeats.",
               "# TYPE appliance_adapter_associations gauge",
-              f"appliance_adapter_associations {len(adapter.associations) if adapter else 0}"]
+              f"appliance_adapter_associations {open_now}"]
     return "\n".join(lines) + "\n"

@@ -1,13 +1,23 @@
-"""Send files to one destination over one association, as stored (never decoded and re-encoded)."""
+"""Send files to one destination over one association.
+
+Each file is offered in its own transfer syntax and, in a second presentation context, in Explicit
+and Implicit VR Little Endian. A file goes as stored whenever the destination accepts its own
+syntax; only when it accepts neither but a little-endian one is the file decoded (decompressed
+if need be) and sent in that syntax, so a PACS that takes only Implicit VR Little Endian still
+gets the results. Files in Explicit VR Big Endian (retired) are never converted.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.association import Association
 
 from appliance.dicomnet import nodelay, requestor
@@ -16,6 +26,8 @@ from appliance.settings import DestinationConfig
 
 LOG = logging.getLogger(__name__)
 _MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1-255
+#: The syntaxes every file is also offered in, preferred first.
+LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 @dataclass
@@ -36,27 +48,67 @@ def _contexts(files: Sequence[Path]) -> dict[Path, tuple[str, str]]:
     return found
 
 
+def _requested(pairs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """Presentation contexts: each (SOP class, own syntax), then per SOP class the little-endian
+    syntaxes none of its files has, as one context the destination picks from."""
+    contexts = [(sop_class, [syntax]) for sop_class, syntax in pairs]
+    for sop_class in sorted({sop for sop, _ in pairs}):
+        fallback = [str(ts) for ts in LITTLE_ENDIAN if (sop_class, ts) not in pairs]
+        if fallback:
+            contexts.append((sop_class, fallback))
+    return contexts
+
+
+def _converted(path: Path, syntax: str) -> Dataset:
+    """The file's dataset, ready to be encoded in the little-endian ``syntax`` by pynetdicom."""
+    ds = dcmread(path)
+    own = UID(ds.file_meta.TransferSyntaxUID)
+    if own.is_compressed:
+        # Now Explicit VR Little Endian (pynetdicom converts to Implicit if that was accepted); the
+        # same instance in another syntax, so it keeps its SOP Instance UID (pydicom's default
+        # would make a new one, and the destination would hold two instances).
+        ds.decompress(generate_instance_uid=False)
+    elif not own.is_little_endian:
+        raise ValueError(f"{own.name} is not converted")
+    return ds
+
+
+def _payload(path: Path, kind: tuple[str, str], accepted: set[tuple[str, str]]) -> Path | Dataset | str:
+    """The file as it is, or converted to an accepted little-endian syntax, or why it cannot go."""
+    if kind in accepted:
+        return path
+    syntax = next((str(ts) for ts in LITTLE_ENDIAN if (kind[0], ts) in accepted), None)
+    if syntax is None:
+        return "no accepted presentation context for {} in {}".format(*kind)
+    try:
+        return _converted(path, syntax)
+    except Exception as exc:
+        return f"cannot convert {kind[1]} to {UID(syntax).name}: {exc}"
+
+
 def send(
-    destination: DestinationConfig, files: Sequence[Path], calling_ae: str, timeout: float
+    destination: DestinationConfig, files: Sequence[Path], calling_ae: str, timeout: float,
+    on_delivered: Callable[[Path], None] = lambda path: None,
 ) -> SendResult:
     """C-STORE ``files`` (DICOM Part 10) to ``destination``; ``timeout`` in seconds applies to
-    connecting, association negotiation and each C-STORE response."""
+    connecting, association negotiation and each C-STORE response. ``on_delivered`` is called
+    with each file as soon as the destination acknowledged it (an exception from it aborts the
+    association and propagates)."""
     result = SendResult()
     try:
         kinds = _contexts(files)
     except Exception as exc:
         result.error, result.severity = f"cannot read result file meta: {exc}", Severity.PERMANENT
         return result
-    pairs = sorted(set(kinds.values()))
-    if len(pairs) > _MAX_CONTEXTS:
-        result.error = f"{len(pairs)} SOP class/transfer syntax pairs, more than one association carries"
+    contexts = _requested(sorted(set(kinds.values())))
+    if len(contexts) > _MAX_CONTEXTS:
+        result.error = f"{len(contexts)} presentation contexts, more than one association carries"
         result.severity = Severity.PERMANENT
         return result
 
     ae = requestor(calling_ae, timeout)
-    for sop_class, syntax in pairs:
-        # Offer each file's own transfer syntax only: sending it otherwise would mean transcoding.
-        ae.add_requested_context(sop_class, syntax)
+    for sop_class, syntaxes in contexts:
+        ae.add_requested_context(sop_class, syntaxes)
     assoc: Association = ae.associate(destination.host_ip, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
         if assoc.is_rejected:
@@ -72,16 +124,18 @@ def send(
     try:
         accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
         for path in files:
-            if kinds[path] not in accepted:
-                result.rejected[path] = "no accepted presentation context for {} in {}".format(*kinds[path])
+            payload = _payload(path, kinds[path], accepted)
+            if isinstance(payload, str):
+                result.rejected[path] = payload
                 continue
-            status = assoc.send_c_store(path)
+            status = assoc.send_c_store(payload)
             code = getattr(status, "Status", None)
             if code is None:  # no response: aborted, timed out or connection lost
                 result.error, result.severity = "no C-STORE response (association lost)", Severity.TRANSIENT
                 return result
             if status_ok(int(code)):
                 result.delivered.append(path)
+                on_delivered(path)
             elif status_severity(int(code)) is Severity.TRANSIENT:
                 result.error = f"C-STORE status 0x{int(code):04X} (out of resources)"
                 result.severity = Severity.TRANSIENT

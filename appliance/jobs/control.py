@@ -1,14 +1,16 @@
 """Records next to the jobs that steer and watch the services: intake pauses per AE title, each
 service's heartbeat, and the audit log of operators' actions.
 
-* The dashboard pauses and resumes intake (:func:`pause_intake`, :func:`resume_intake`); the
-  adapter reads :func:`paused_titles` every tick and refuses new associations to a paused AE
-  title.
-* Each service writes a :class:`Heartbeat` every few seconds with what it is doing (open
-  associations, running jobs); :func:`services` reads them for the health page.
+* The dashboard pauses and resumes intake (:func:`pause_intake`, :func:`resume_intake`); every
+  adapter reads :func:`paused_titles` each tick and refuses new associations to a paused AE title.
+* Each service writes a :class:`ServiceHeartbeat` every few seconds with what it is doing (open
+  associations, running jobs), one row per service and host; :func:`services` reads them for the
+  health page. (Not the lease heartbeat of :mod:`appliance.jobs.lease`, which renews claims.)
 * :func:`audit` appends who did what to which target, and whether it worked.
 
-Times are UNIX seconds. The tables live in the job store's database, created on first use.
+Times are UNIX seconds. The tables are the job store's (schema version 4,
+:mod:`appliance.jobs.schema`), on SQLite and PostgreSQL alike; every function takes the store's
+:class:`~appliance.jobs.database.Database`.
 """
 
 from __future__ import annotations
@@ -17,52 +19,11 @@ import json
 import os
 import socket
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.jobs.store import JobStore
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS intake_pauses (
-    ae_title  TEXT PRIMARY KEY,
-    paused_at REAL NOT NULL,
-    paused_by TEXT NOT NULL,
-    reason    TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS services (
-    name       TEXT NOT NULL,
-    host       TEXT NOT NULL,
-    pid        INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    beat_at    REAL NOT NULL,
-    status     TEXT NOT NULL,          -- JSON object, the service's own report
-    PRIMARY KEY (name, host)
-);
-CREATE TABLE IF NOT EXISTS audit (
-    at      REAL NOT NULL,
-    user    TEXT NOT NULL,
-    role    TEXT NOT NULL,
-    action  TEXT NOT NULL,
-    target  TEXT NOT NULL,
-    outcome TEXT NOT NULL,             -- 'ok' or why it was refused
-    detail  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_target ON audit (target);
-"""
-
-_READY: weakref.WeakSet[JobStore] = weakref.WeakSet()
-
-
-def _db(store: JobStore) -> JobStore:
-    if store not in _READY:
-        with store._transaction() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
-        _READY.add(store)
-    return store
-
+from appliance.jobs.database import Database
 
 # -- intake ------------------------------------------------------------------------------------
 
@@ -77,26 +38,24 @@ class Pause:
     reason: str
 
 
-def pause_intake(store: JobStore, ae_title: str, by: str, reason: str = "") -> Pause:
-    """Refuse new associations to ``ae_title`` from the adapter's next tick on (idempotent)."""
-    pause = Pause(ae_title, time.time(), by, reason)
-    with _db(store)._transaction() as db:
-        db.execute("INSERT OR IGNORE INTO intake_pauses VALUES (?, ?, ?, ?)",
-                   (pause.ae_title, pause.paused_at, pause.paused_by, pause.reason))
-    return paused_titles(store)[ae_title]
+def pause_intake(db: Database, ae_title: str, by: str, reason: str = "") -> Pause:
+    """Refuse new associations to ``ae_title`` from the adapters' next tick on (idempotent: a
+    title already paused keeps its first pause record)."""
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO intake_pauses (ae_title, paused_at, paused_by, reason) VALUES (?, ?, ?, ?)"
+                   " ON CONFLICT (ae_title) DO NOTHING", (ae_title, time.time(), by, reason))
+    return paused_titles(db)[ae_title]
 
 
-def resume_intake(store: JobStore, ae_title: str) -> bool:
+def resume_intake(db: Database, ae_title: str) -> bool:
     """Accept ``ae_title``'s associations again; return whether it was paused."""
-    with _db(store)._transaction() as db:
-        return db.execute("DELETE FROM intake_pauses WHERE ae_title = ?", (ae_title,)).rowcount > 0
+    with db.transaction() as tx:
+        return tx.execute("DELETE FROM intake_pauses WHERE ae_title = ?", (ae_title,)).rowcount > 0
 
 
-def paused_titles(store: JobStore) -> dict[str, Pause]:
+def paused_titles(db: Database) -> dict[str, Pause]:
     """Paused AE titles and their pause records."""
-    with _db(store)._lock:
-        rows = store._db.execute("SELECT ae_title, paused_at, paused_by, reason FROM intake_pauses").fetchall()
-    return {r[0]: Pause(*r) for r in rows}
+    return {r[0]: Pause(*r) for r in db.read("SELECT ae_title, paused_at, paused_by, reason FROM intake_pauses")}
 
 
 # -- heartbeats --------------------------------------------------------------------------------
@@ -122,15 +81,15 @@ class ServiceStatus:
 HEARTBEAT_SECONDS = 2.0
 
 
-class Heartbeat:
-    """Writes ``name``'s heartbeat with ``status()`` when :meth:`tick` is called and one is due
-    (every ``interval`` seconds). ``store`` is the job store or what returns it (opened at first
-    use by the service). A store error is swallowed: the next tick tries again, and the
-    dashboard shows the gap."""
+class ServiceHeartbeat:
+    """Writes ``name``'s heartbeat on this host with ``status()`` when :meth:`tick` is called and
+    one is due (every ``interval`` seconds). ``db`` is the job store's database or what returns it
+    (a service that opens its store at first use). A store error is swallowed: the next tick tries
+    again, and the dashboard shows the gap."""
 
-    def __init__(self, store: JobStore | Callable[[], JobStore], name: str,
+    def __init__(self, db: Database | Callable[[], Database], name: str,
                  status: Callable[[], dict[str, Any]], interval: float = HEARTBEAT_SECONDS) -> None:
-        self._store_of = store if not isinstance(store, JobStore) else lambda: store
+        self._db_of = db if not isinstance(db, Database) else lambda: db
         self._name = name
         self._status = status
         self._interval = interval
@@ -145,8 +104,10 @@ class Heartbeat:
         self._next = now + self._interval
         try:
             report = json.dumps(self._status())
-            with _db(self._store_of())._transaction() as db:
-                db.execute("INSERT OR REPLACE INTO services VALUES (?, ?, ?, ?, ?, ?)",
+            with self._db_of().transaction() as tx:
+                tx.execute("INSERT INTO services (name, host, pid, started_at, beat_at, status)"
+                           " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, host) DO UPDATE SET pid = excluded.pid,"
+                           " started_at = excluded.started_at, beat_at = excluded.beat_at, status = excluded.status",
                            (self._name, socket.gethostname(), os.getpid(), self._started, time.time(), report))
         except Exception:  # noqa: BLE001 - a heartbeat must never stop the service it reports on
             return
@@ -154,19 +115,17 @@ class Heartbeat:
     def stopped(self) -> None:
         """Record a clean stop (the dashboard then shows it stopped, not dead)."""
         try:
-            with _db(self._store_of())._transaction() as db:
-                db.execute("UPDATE services SET beat_at = 0, status = ? WHERE name = ? AND host = ?",
+            with self._db_of().transaction() as tx:
+                tx.execute("UPDATE services SET beat_at = 0, status = ? WHERE name = ? AND host = ?",
                            (json.dumps({"stopped_at": time.time()}), self._name, socket.gethostname()))
         except Exception:  # noqa: BLE001
             return
 
 
-def services(store: JobStore) -> list[ServiceStatus]:
+def services(db: Database) -> list[ServiceStatus]:
     """Every service's last heartbeat, by name and host."""
-    with _db(store)._lock:
-        rows = store._db.execute(
-            "SELECT name, host, pid, started_at, beat_at, status FROM services ORDER BY name, host").fetchall()
-    return [ServiceStatus(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+    found = db.read("SELECT name, host, pid, started_at, beat_at, status FROM services ORDER BY name, host")
+    return [ServiceStatus(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in found]
 
 
 # -- audit -------------------------------------------------------------------------------------
@@ -185,20 +144,20 @@ class AuditEntry:
     detail: str
 
 
-def audit(store: JobStore, entry: AuditEntry) -> None:
+def audit(db: Database, entry: AuditEntry) -> None:
     """Append ``entry`` to the audit log."""
-    with _db(store)._transaction() as db:
-        db.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?)",
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO audit (at, username, role, action, target, outcome, detail)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)",
                    (entry.at, entry.user, entry.role, entry.action, entry.target, entry.outcome, entry.detail))
 
 
-def audit_log(store: JobStore, target: str | None = None, limit: int = 500) -> list[AuditEntry]:
+def audit_log(db: Database, target: str | None = None, limit: int = 500) -> list[AuditEntry]:
     """The newest ``limit`` entries, newest first, optionally only those about ``target``."""
-    sql = "SELECT at, user, role, action, target, outcome, detail FROM audit"
+    sql = "SELECT at, username, role, action, target, outcome, detail FROM audit"
     args: list[Any] = []
     if target is not None:
         sql += " WHERE target = ?"
         args.append(target)
-    with _db(store)._lock:
-        rows = store._db.execute(sql + " ORDER BY at DESC, rowid DESC LIMIT ?", (*args, limit)).fetchall()
-    return [AuditEntry(*r) for r in rows]
+    found = db.read(sql + " ORDER BY at DESC, {rowid} DESC LIMIT ?", (*args, limit))
+    return [AuditEntry(*r) for r in found]

@@ -9,18 +9,18 @@ from dataclasses import dataclass
 class JobState(str, enum.Enum):
     """Life cycle of a job. Arrows are the only transitions :class:`~appliance.jobs.JobStore` allows.
 
-    ``receiving`` -> ``ready`` -> ``running`` -> ``exporting`` -> ``sending`` -> ``done``;
-    ``running``/``sending`` -> ``failed``; ``failed`` -> ``ready`` or ``exporting`` (retry).
+    ``receiving`` -> ``ready`` -> ``running`` -> ``exporting`` -> ``done``;
+    ``running``/``exporting`` -> ``failed``; ``failed`` -> ``ready`` or ``exporting`` (retry).
+    While a job is ``exporting``, each of its destinations is an :class:`ExportTask` of its own.
     Any state but ``done`` -> ``cancelled`` (an operator's decision). A cancelled job stays
-    cancelled: a service's later move of it is ignored (:meth:`~appliance.jobs.JobStore.set_state`).
+    cancelled: the worker's and the exporters' later moves of it are refused (their lease is gone).
     Operators may run ``done``, ``failed`` and ``cancelled`` jobs again (:mod:`appliance.jobs.operator`).
     """
 
     RECEIVING = "receiving"  #: the adapter still adds instances (quiet window not over)
     READY = "ready"  #: complete; waits for the pipeline worker
-    RUNNING = "running"  #: claimed by the pipeline worker
-    EXPORTING = "exporting"  #: pipeline done; results wait for the exporter
-    SENDING = "sending"  #: claimed by the exporter
+    RUNNING = "running"  #: claimed by a pipeline worker (under a lease)
+    EXPORTING = "exporting"  #: pipeline done; the exporters send the results (one task per destination)
     DONE = "done"  #: results delivered to every destination (or there were none)
     FAILED = "failed"  #: see ``error`` and ``failed_phase``
     CANCELLED = "cancelled"  #: stopped by an operator; ``error`` says who and why
@@ -32,11 +32,11 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.READY: frozenset({JobState.RUNNING, JobState.CANCELLED}),
     JobState.RUNNING: frozenset({JobState.EXPORTING, JobState.DONE, JobState.FAILED, JobState.READY,
                                  JobState.CANCELLED}),
-    JobState.EXPORTING: frozenset({JobState.SENDING, JobState.CANCELLED}),
-    JobState.SENDING: frozenset({JobState.DONE, JobState.FAILED, JobState.EXPORTING, JobState.CANCELLED}),
-    JobState.DONE: frozenset(),
+    JobState.EXPORTING: frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED}),
+    # Out of done and cancelled only by an operator (run or export again, appliance.jobs.operator).
+    JobState.DONE: frozenset({JobState.READY, JobState.EXPORTING}),
     JobState.FAILED: frozenset({JobState.READY, JobState.EXPORTING, JobState.CANCELLED}),
-    JobState.CANCELLED: frozenset(),
+    JobState.CANCELLED: frozenset({JobState.READY, JobState.EXPORTING}),
 }
 
 
@@ -46,6 +46,11 @@ class InvalidTransition(ValueError):
 
 class UnknownJob(KeyError):
     """No job has this ID."""
+
+
+class LeaseLost(RuntimeError):
+    """This process no longer holds the claim it tried to use: its lease expired (it stalled, or lost
+    the database for longer than the lease) and another process may have taken the work over."""
 
 
 @dataclass(frozen=True)
@@ -70,10 +75,9 @@ class Job:
     error: str | None
     failed_phase: str | None  #: "pipeline" or "export" when state is failed
     resumes: int = 0  #: times this attempt was resumed after a worker crash or kill
+    lease_owner: str | None = None  #: ``host:pid:tag`` of the worker running it, while ``running``
+    lease_expires: float | None = None  #: when that claim lapses unless renewed (database clock)
     calling_address: str = ""  #: IP address of the peer that sent the first instance ("" if unknown)
-    #: Destinations the next export sends to; None: all of ``destinations``. Set by an operator's
-    #: "retry export" (the failed ones) or "send to" (one more destination).
-    export_to: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,3 +120,27 @@ class ExportRecord:
     failed: int
     detail: str
     at: float
+
+
+@dataclass(frozen=True)
+class ExportTask:
+    """Sending one job's results to one destination: a claimed, leased unit of the export queue.
+
+    ``state``: ``pending`` (due at ``not_before``, UNIX seconds on the database's clock),
+    ``sending`` (claimed by ``lease_owner`` until ``lease_expires``), ``sent``, ``failed`` or
+    ``cancelled`` (an operator cancelled the job; an exporter sending it loses its claim).
+    ``tries`` counts associations tried in this ``attempt`` of the job; ``delivered`` names the
+    result files the destination already acknowledged, which are never sent again.
+    """
+
+    job_id: str
+    destination: str
+    attempt: int
+    state: str
+    tries: int
+    not_before: float
+    delivered: tuple[str, ...]
+    lease_owner: str | None
+    lease_expires: float | None
+    detail: str
+    updated_at: float

@@ -28,6 +28,7 @@ import numpy.typing as npt
 import SimpleITK as sitk
 
 from appliance.pipeline import pyliverlesionseg
+from appliance.pipeline.geometry import reorient
 from appliance.pipeline.resample import model_grid, to_model_grid
 from appliance.settings.workflow import InferenceSettings
 
@@ -42,11 +43,6 @@ class ModelInput:
     hu: npt.NDArray[np.float32]
     notes: tuple[str, ...] = ()
     """What a named step wants recorded (e.g. a fallback it took)."""
-
-
-def reorient(image: sitk.Image, orientation: str | None) -> sitk.Image:
-    """``image`` with its axes permuted and flipped to point towards ``orientation`` (None: as is)."""
-    return image if orientation is None else sitk.DICOMOrient(image, orientation)
 
 
 def _liver_ct(image: sitk.Image) -> ModelInput:

@@ -21,6 +21,7 @@ from appliance.settings.source import Loc, SettingsError, located, read, validat
 from appliance.settings.types import (
     KEBAB_KEYS,
     AeTitle,
+    DatabaseUrl,
     FilePath,
     Flag,
     Host,
@@ -34,6 +35,7 @@ from appliance.settings.types import (
     conflict,
     unique,
 )
+from appliance.storage.filesystem import mount_of
 
 #: The transfer syntaxes C-ECHO is offered with when the file names none (Clara's defaults).
 DEFAULT_VERIFICATION_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
@@ -193,8 +195,8 @@ class ScuConfig:
     """The sending side."""
 
     ae_title: Annotated[AeTitle, Field(description="our calling AE title when exporting")] = "ClaraSCU"
-    max_associations: Annotated[Int, Field(ge=1, le=1000, description="accepted and kept; exports run one "
-                                                                     "association at a time")] = 2
+    max_associations: Annotated[Int, Field(ge=1, le=1000, description="associations each exporter opens to one "
+                                                                     "destination at once (its senders)")] = 2
     destinations: Annotated[tuple[DestinationConfig, ...], unique("name", "destination name"),
                             Field(description="C-STORE SCPs results go to")] = ()
 
@@ -213,19 +215,43 @@ class DicomConfig:
 
 
 
+def _local_database(storage: StorageConfig) -> StorageConfig:
+    # SQLite's locks and WAL index need one kernel: on NFS, CIFS ... the WAL gets corrupted.
+    if storage.database_url is None:
+        mount = mount_of(storage.database.parent)
+        if mount is not None and mount.network:
+            raise conflict(f"{storage.database} is on a network filesystem ({mount.fstype} {mount.source} at "
+                           f"{mount.point}): a SQLite job store must be on a local disk; for several hosts "
+                           "set storage.database-url to a PostgreSQL database", "database")
+    return storage
+
+
 @with_config(KEBAB_KEYS)
 @dataclass(frozen=True)
 class StorageConfig:
     """Where payloads and the job store live."""
 
-    root: Annotated[FilePath, Field(description="(new) folder holding one payload folder per job")] = (
-        DEFAULT_STORAGE_ROOT)
-    database: Annotated[FilePath, Field(description="(new) the job store (SQLite, WAL mode); relative to root")] = (
+    root: Annotated[FilePath, Field(description="(new) folder holding one payload folder per job; may be a network "
+                                                "filesystem (NFS) that several hosts share")] = DEFAULT_STORAGE_ROOT
+    database: Annotated[FilePath, Field(description="(new) the job store of a single host (SQLite, WAL mode); "
+                                                    "relative to root; must be on a local disk")] = (
         Path("jobs.sqlite3"))
+    database_url: Annotated[DatabaseUrl | None, Field(
+        description="(new) `postgresql://USER@HOST:PORT/DATABASE`: the job store on PostgreSQL, shared by every "
+                    "host of a fleet (any number of adapters, workers and exporters); replaces `database`. A "
+                    "password may come from ~/.pgpass or PGPASSWORD instead of the URL")] = None
+    lease_seconds: Annotated[Number, Field(ge=3, le=3600, description="(new) a claimed job or export task whose "
+                                           "process stops renewing it for this long (it died, or its host was "
+                                           "lost) is taken over by another process, in seconds")] = 30.0
 
     def __post_init__(self) -> None:
         if not self.database.is_absolute():
             object.__setattr__(self, "database", self.root / self.database)
+
+    @property
+    def job_store(self) -> str | Path:
+        """What :func:`appliance.jobs.open_database` opens: the URL when set, else the SQLite file."""
+        return self.database_url if self.database_url is not None else self.database
 
 
 @with_config(KEBAB_KEYS)
@@ -363,8 +389,8 @@ class AdapterConfig:
     """Everything the appliance's services (adapter, worker, exporter, dashboard, ``jobs`` CLI) read from the file."""
 
     dicom: Annotated[DicomConfig, Field(description="the original dicom-server-config.yaml block")]
-    storage: Annotated[StorageConfig, Field(description="(new) payload folders and job store")] = field(
-        default_factory=StorageConfig)
+    storage: Annotated[StorageConfig, AfterValidator(_local_database),
+                       Field(description="(new) payload folders and job store")] = field(default_factory=StorageConfig)
     completion: Annotated[CompletionConfig, Field(description="(new) when a study is complete")] = field(
         default_factory=CompletionConfig)
     export: Annotated[ExportConfig, Field(description="(new) the exporter's retries")] = field(

@@ -101,6 +101,9 @@ Name = Annotated[str, _checked("a name of 1-64 characters A-Z a-z 0-9 . _ - (not
                                _match(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"))]
 Uid = Annotated[str, _checked("a UID (digits and dots, at most 64 characters)",
                               _match(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*"))]
+#: A libpq connection URL of a PostgreSQL database; a password in it is allowed (~/.pgpass is better).
+DatabaseUrl = Annotated[str, _checked("a PostgreSQL URL: postgresql://USER@HOST:PORT/DATABASE",
+                                      _match(r"postgres(ql)?://[^\s/]*/[A-Za-z0-9_.-]+(\?\S*)?"))]
 Text = Annotated[str, _checked("a non-empty string", lambda v: v if v.strip() else None)]
 Regex = Annotated[str, _checked("a valid regular expression", _regex)]
 

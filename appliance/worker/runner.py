@@ -16,7 +16,7 @@ import shutil
 import threading
 from contextlib import AbstractContextManager
 
-from appliance.jobs import Job, JobState, JobStore
+from appliance.jobs import Job, LeaseLost, PipelineQueue
 from appliance.pipeline import Stage, StageContext, StageRecord, default_stages, run_stages
 from appliance.settings import WorkerConfig, Workflow
 from appliance.storage import PayloadLayout
@@ -32,25 +32,32 @@ class JobRunner:
     Args:
         inference_gate: held around each request to Triton, shared by all jobs, so at most
             ``worker.max-concurrent-inference`` requests are in flight.
-        stop: when set, a job stops at the next stage boundary and goes back to ``ready``.
     """
 
-    def __init__(self, store: JobStore, layout: PayloadLayout, catalog: WorkflowCatalog, config: WorkerConfig,
-                 inference_gate: AbstractContextManager[object], stop: threading.Event) -> None:
-        self._store = store
+    def __init__(self, queue: PipelineQueue, layout: PayloadLayout, catalog: WorkflowCatalog, config: WorkerConfig,
+                 inference_gate: AbstractContextManager[object]) -> None:
+        self._queue = queue
         self._layout = layout
         self._catalog = catalog
         self._config = config
         self._gate = inference_gate
-        self._stop = stop
 
     def stages(self, job: Job, workflow: Workflow) -> list[Stage]:
         """The stages ``job`` runs, the export hand-over last."""
         triton = triton_settings(workflow, self._config)
         return [*default_stages(triton, self._gate), PublishStage(self._layout.output_dir(job.id))]
 
-    def run(self, job: Job) -> Job:
-        """Run ``job`` (claimed, i.e. ``running``) to ``exporting``, ``failed`` or back to ``ready``."""
+    def run(self, job: Job, stop: threading.Event) -> Job | None:
+        """Run ``job`` (claimed by this worker, i.e. ``running``) to ``exporting``, ``failed`` or,
+        when ``stop`` is set, back to ``ready`` at the next stage boundary. None when the claim was
+        lost (its lease expired and another worker may run it): then nothing more is written."""
+        try:
+            return self._run(job, stop)
+        except LeaseLost as exc:
+            LOG.error("%s; leaving it", exc)
+            return None
+
+    def _run(self, job: Job, stop: threading.Event) -> Job:
         try:
             workflow = self._catalog.resolve(job.workflow)
         except UnknownWorkflow as exc:
@@ -64,22 +71,22 @@ class JobRunner:
         record_ids: dict[str, int] = {}
 
         def started(stage: str, at: float) -> None:
-            record_ids[stage] = self._store.start_stage(job.id, stage, job.attempt, started_at=at)
+            record_ids[stage] = self._queue.start_stage(job, stage, started_at=at)
 
         def ended(record: StageRecord) -> None:
-            self._store.finish_stage(record_ids[record.stage], record)
+            self._queue.finish_stage(record_ids[record.stage], record)
             LOG.info("job %s: stage %s %s in %.2f s", job.id, record.stage, record.status, record.duration_s or 0)
 
-        result = run_stages(self.stages(job, workflow), context, on_start=started, on_record=ended, stop=self._stop)
+        result = run_stages(self.stages(job, workflow), context, on_start=started, on_record=ended, stop=stop)
         if result.stopped:
             LOG.info("job %s: stopping at a stage boundary; back to ready", job.id)
-            return self._store.set_state(job.id, JobState.READY)
+            return self._queue.release(job)
         if not result.succeeded:
             failed = result.records[-1]
             return self._fail(job, f"{failed.stage}: {failed.detail}")
-        return self._store.set_state(job.id, JobState.EXPORTING)
+        return self._queue.hand_over(job)
 
     def _fail(self, job: Job, reason: str) -> Job:
         LOG.warning("job %s: failed: %s", job.id, reason)
-        return self._store.set_state(job.id, JobState.FAILED, error=reason, phase="pipeline")
+        return self._queue.fail(job, reason)
 

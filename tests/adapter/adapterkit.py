@@ -258,3 +258,83 @@ class Orthanc:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+
+
+class StoreSCP:
+    """dcmtk ``storescp`` on loopback (AE ``PACS``): every received instance a file of its own in
+    ``folder`` (unique names, so a second copy of one instance shows), ``args`` e.g. ``+xi``."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc = subprocess.Popen([need("storescp"), "-aet", "PACS", "-od", str(folder), "-uf", *args,
+                                      str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=nodelay_env())
+        wait_for(self._up, 10, "storescp listening")
+
+    def _up(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def received(self) -> list[Path]:
+        """The files received so far (complete ones: storescp renames nothing, so wait a moment)."""
+        return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class BlackHole:
+    """A destination that accepts TCP connections and never answers (a hung PACS, a firewall that
+    swallows packets after the handshake). Holds every connection until :meth:`stop`."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                self.held.append(conn)
+
+    def stop(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def stand_in_pipeline(root: Path, prepare: Callable[[Path], object] = lambda output: None) -> tuple[str, str]:
+    """Stand in for the pipeline worker: claim the ready job, write a derived series (new UIDs) into
+    its ``output/``, call ``prepare(output)``, hand it to the exporters; return the job ID and the
+    series UID."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from appliance.jobs import JobStore, PipelineQueue
+
+    with JobStore(root / "jobs.sqlite3") as store:
+        queue = PipelineQueue(store.db, "test", 30)
+        job = queue.claim()
+        assert job is not None
+        out = root / job.id / "output"
+        out.mkdir()
+        series_uid = generate_uid()
+        for path in sorted((root / job.id / "input").glob("*.dcm")):
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID = series_uid
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.save_as(out / f"{ds.SOPInstanceUID}.dcm")
+        prepare(out)
+        queue.hand_over(job)
+        return job.id, series_uid

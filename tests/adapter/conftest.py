@@ -14,7 +14,7 @@ import pytest
 
 # The helpers are plain modules next to this file (not a package: tests/ has none).
 sys.path.insert(0, str(Path(__file__).parent))
-from adapterkit import Adapter, base_config, free_port  # noqa: E402
+from adapterkit import Adapter, Exporter, base_config, free_port  # noqa: E402
 from ctseries import Series, write_series  # noqa: E402
 
 
@@ -75,3 +75,17 @@ def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
         pytest.skip(f"cannot make a loop filesystem: {exc.stderr!r}")
     finally:
         subprocess.run(["losetup", "-d", device], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def with_exporter() -> Iterator[Callable[[Adapter], Adapter]]:
+    """Start an exporter on an adapter's configuration (killed at teardown); return the adapter."""
+    made: list[Exporter] = []
+
+    def start(adapter: Adapter) -> Adapter:
+        made.append(Exporter(adapter.tmp, adapter.config).start())
+        return adapter
+
+    yield start
+    for exporter in made:
+        exporter.kill()

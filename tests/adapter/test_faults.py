@@ -99,7 +99,7 @@ def test_a_locked_job_store_is_survived(adapter_factory: Callable[..., Adapter],
     assert storescu(a.port, study.files[:1]).returncode == 0
     database = a.root / "jobs.sqlite3"
     assert database.exists()
-    locker = _hold_lock(database, 16, threading.Event())
+    locker = _hold_lock(database, 25, threading.Event())  # room for a loaded machine
     try:
         # Longer than the store's 10 s busy timeout: the grouping tick that closes the job fails.
         other = write_series(tmp_path / "b", 1, rows=64, cols=64)
@@ -108,7 +108,7 @@ def test_a_locked_job_store_is_survived(adapter_factory: Callable[..., Adapter],
         assert refused.returncode != 0 or "0xa700" in (refused.stdout + refused.stderr).lower()
         assert _alive(a), a.log()
     finally:
-        locker.wait(30)
+        locker.wait(40)
     # Once the lock is gone: the first study's job closes, the other study is stored.
     wait_for(lambda: any(j["study_uid"] == study.study_uid for j in a.wait_jobs("ready", 1, timeout=15)),
              15, "the first study's job to close")
@@ -121,20 +121,24 @@ def test_a_locked_job_store_is_survived(adapter_factory: Callable[..., Adapter],
 
 def test_a_job_store_locked_at_start_delays_only_storing(adapter_factory: Callable[..., Adapter],
                                                          tmp_path: Path) -> None:
+    started = time.monotonic()
     a = adapter_factory().start()
+    unlocked_start = time.monotonic() - started  # the baseline on this machine, under its load
     assert a.stop() == 0  # the store exists now
-    locker = _hold_lock(a.root / "jobs.sqlite3", 14, threading.Event())
+    # Held past start-up plus the store's 10 s busy timeout, with room for a loaded machine.
+    locker = _hold_lock(a.root / "jobs.sqlite3", 25, threading.Event())
     try:
         started = time.monotonic()
         a.start()  # READY at once: the store is opened and the groups resumed by the first tick
-        assert time.monotonic() - started < 5
+        # Waiting on the lock would take the store's 10 s busy timeout at least.
+        assert time.monotonic() - started < unlocked_start + 5
         assert echoscu(a.port).returncode == 0
         study = write_series(tmp_path / "a", 1, rows=64, cols=64)
         refused = storescu(a.port, study.files, timeout=60)
         assert refused.returncode != 0 or "0xa700" in (refused.stdout + refused.stderr).lower()
         assert _alive(a), a.log()
     finally:
-        locker.wait(30)
+        locker.wait(40)
     wait_for(lambda: storescu(a.port, study.files).returncode == 0, 15, "storing to resume")
     (job,) = a.wait_jobs("ready", 1)
     assert job["study_uid"] == study.study_uid

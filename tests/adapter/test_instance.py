@@ -21,7 +21,7 @@ from appliance.adapter import instance
 from appliance.adapter.grouping import Grouper
 from appliance.adapter.instance import IncomingInstance
 from appliance.adapter.limits import DuplicatePolicy
-from appliance.jobs import JobStore
+from appliance.jobs import Intake, JobStore
 from appliance.storage import PayloadLayout, durable
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -32,7 +32,7 @@ HEADER = b"\0" * 128 + b"DICM" + b"META"  # any bytes: the header is written as 
 @pytest.fixture
 def grouper(tmp_path: Path) -> Iterator[Grouper]:
     store = JobStore(tmp_path / "jobs.sqlite3")
-    yield Grouper(store, PayloadLayout(tmp_path / "payloads"), lambda _title: None, quiet_seconds=0)
+    yield Grouper(Intake(store.db), PayloadLayout(tmp_path / "payloads"), lambda _title: None, quiet_seconds=0)
     store.close()
 
 

@@ -7,27 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
-from adapterkit import Adapter, Exporter, Orthanc, base_config, free_port, storescu
+from adapterkit import Adapter, Orthanc, base_config, free_port, stand_in_pipeline, storescu
 from ctseries import Series
-from pydicom.uid import generate_uid
-
-from appliance.jobs import JobState, JobStore
-
-
-@pytest.fixture
-def with_exporter() -> Iterator[Callable[[Adapter], Adapter]]:
-    """Start an exporter on an adapter's configuration (killed at teardown); return the adapter."""
-    made: list[Exporter] = []
-
-    def start(adapter: Adapter) -> Adapter:
-        made.append(Exporter(adapter.tmp, adapter.config).start())
-        return adapter
-
-    yield start
-    for exporter in made:
-        exporter.kill()
 
 
 @pytest.fixture
@@ -52,23 +34,6 @@ def _config(tmp: Path, port: int, pacs_port: int, pacs_ae: str = "ORTHANC", **ov
     return cfg
 
 
-def _run_pipeline(adapter: Adapter) -> tuple[str, str]:
-    """Stand in for the pipeline worker: claim the ready job, write a derived series as results."""
-    with JobStore(adapter.root / "jobs.sqlite3") as store:
-        job = store.claim_next_ready()
-        assert job is not None
-        out = adapter.root / job.id / "output"
-        out.mkdir()
-        series_uid = generate_uid()
-        for path in sorted((adapter.root / job.id / "input").glob("*.dcm")):
-            ds = pydicom.dcmread(path)
-            ds.SeriesInstanceUID = series_uid
-            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-            ds.save_as(out / f"{ds.SOPInstanceUID}.dcm")
-        store.set_state(job.id, JobState.EXPORTING)
-        return job.id, series_uid
-
-
 def test_orthanc_sends_a_study_and_receives_the_results(
     adapter_factory: Callable[..., Adapter], orthanc_factory: Callable[..., Orthanc],
     with_exporter: Callable[[Adapter], Adapter], series: Series, tmp_path: Path
@@ -89,7 +54,7 @@ def test_orthanc_sends_a_study_and_receives_the_results(
     assert job["calling_ae"] == "ORTHANC" and job["instance_count"] == len(series.files)
     assert job["destinations"] == ["MYPACS"]
 
-    job_id, result_series = _run_pipeline(a)
+    job_id, result_series = stand_in_pipeline(a.root)
     (done,) = a.wait_jobs("done", 1)
     assert done["id"] == job_id
     exports = a.job(job_id)["exports"]
@@ -107,7 +72,7 @@ def test_transient_failures_are_retried_with_backoff_then_recorded(
     a = with_exporter(adapter_factory(_config(tmp_path / "a", free_port(), pacs.dicom_port)).start())
     assert storescu(a.port, series.files[:3]).returncode == 0
     a.wait_jobs("ready", 1)
-    job_id, result_series = _run_pipeline(a)
+    job_id, result_series = stand_in_pipeline(a.root)
     (failed,) = a.wait_jobs("failed", 1)
     assert failed["failed_phase"] == "export"
     tries = a.job(job_id)["exports"]
@@ -132,7 +97,7 @@ def test_permanent_rejection_is_not_retried(
     a = with_exporter(adapter_factory(_config(tmp_path / "a", port, port, pacs_ae="NOBODY")).start())
     assert storescu(a.port, series.files[:2]).returncode == 0
     a.wait_jobs("ready", 1)
-    job_id, _ = _run_pipeline(a)
+    job_id, _ = stand_in_pipeline(a.root)
     a.wait_jobs("failed", 1)
     (only,) = a.job(job_id)["exports"]
     assert only["outcome"] == "failed" and only["attempt"] == 1

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.testclient import TestClient
 
 from appliance.dashboard.auth import hash_password
-from appliance.jobs import ExportRecord, Job, JobState, JobStore, StageRecord
+from appliance.jobs import ExportQueue, ExportRecord, Intake, Job, JobState, JobStore, PipelineQueue, StageRecord
 from appliance.phantom import PhantomFiles
 from appliance.pipeline.reader import read_series
 from appliance.pipeline.writer import write_outputs
@@ -50,43 +50,54 @@ def dashboard_config(root: Path, port: int = 8443, destinations: list[dict[str, 
     }
 
 
+#: The owners the helpers claim jobs and export tasks as (a test can act as that worker afterwards).
+WORKER = "dashkit-worker"
+EXPORTER = "dashkit-exporter"
+LEASE_SECONDS = 3600.0
+
+
 def make_job(store: JobStore, job_id: str, *, study_uid: str = "1.2.3", called: str = "OrganSeg",
              state: JobState = JobState.READY, destinations: tuple[str, ...] = ("PACS",), instances: int = 40,
-             calling_address: str = "127.0.0.1", phase: str = "export") -> Job:
-    """A job moved along the real life cycle to ``state`` (records as the services would write them);
-    a failed one fails in ``phase`` (``pipeline``: at inference, or ``export``)."""
-    store.create(job_id, called_ae=called, calling_ae="STORESCU", study_uid=study_uid, workflow=called,
-                 destinations=destinations, calling_address=calling_address)
-    store.update_progress(job_id, instances, time.time())
+             calling_address: str = "127.0.0.1", phase: str = "export", failed_to: tuple[str, ...] | None = None
+             ) -> Job:
+    """A job moved along the real life cycle to ``state`` through the services' own queues (records as
+    they would write them); a failed one fails in ``phase`` (``pipeline``: at inference, or ``export``:
+    to ``failed_to``, all destinations when None)."""
+    intake = Intake(store.db)
+    intake.create(job_id, called_ae=called, calling_ae="STORESCU", study_uid=study_uid, workflow=called,
+                  destinations=destinations, calling_address=calling_address)
+    intake.update_progress(job_id, instances, time.time())
     if state is JobState.RECEIVING:
         return store.get(job_id)
-    store.mark_ready(job_id, instances)
+    intake.mark_ready(job_id, instances)
     if state is JobState.READY:
         return store.get(job_id)
-    claimed = store.claim_next_ready()
-    assert claimed is not None and claimed.id == job_id, claimed
+    queue = PipelineQueue(store.db, WORKER, LEASE_SECONDS)
+    job = queue.claim()
+    assert job is not None and job.id == job_id, job
     if state is JobState.RUNNING:
-        return store.get(job_id)
+        return job
     for stage in ("reader", "inference", "writer", "export"):
         t = time.time()
-        record_id = store.start_stage(job_id, stage, 1, started_at=t)
+        record_id = queue.start_stage(job, stage, started_at=t)
         failed = state is JobState.FAILED and phase == "pipeline" and stage == "inference"
-        store.finish_stage(record_id, StageRecord(stage, "failed" if failed else "succeeded",
+        queue.finish_stage(record_id, StageRecord(stage, "failed" if failed else "succeeded",
                                                   "ServerUnavailableError: down" if failed else "", t, t + 0.01, 0.01))
         if failed:
-            return store.set_state(job_id, JobState.FAILED, error="inference: down", phase="pipeline")
-    store.set_state(job_id, JobState.EXPORTING)
-    if state is JobState.EXPORTING:
-        return store.get(job_id)
-    store.claim_next_export()
+            return queue.fail(job, "inference: down")
+    job = queue.hand_over(job)
+    if state is JobState.EXPORTING or job.state is not JobState.EXPORTING:
+        return job
+    exports = ExportQueue(store.db, EXPORTER, LEASE_SECONDS)
+    failing = (destinations if failed_to is None else failed_to) if state is JobState.FAILED else ()
     for name in destinations:
-        outcome = "failed" if state is JobState.FAILED else "sent"
-        store.record_export(ExportRecord(job_id, name, 1, outcome, 0 if outcome == "failed" else 1,
-                                         1 if outcome == "failed" else 0, "no association", time.time()))
-    if state is JobState.FAILED:
-        return store.set_state(job_id, JobState.FAILED, error=f"export failed to {', '.join(destinations)}",
-                               phase="export")
-    return store.set_state(job_id, JobState.DONE)
+        task = exports.claim(name, max_tries=1)
+        assert task is not None and task.job_id == job_id, task
+        outcome = "failed" if name in failing else "sent"
+        exports.finish(task, outcome, ExportRecord(job_id, name, task.tries, outcome, int(outcome == "sent"),
+                                                   int(outcome == "failed"), "no association" if name in failing
+                                                   else "", time.time()))
+    return store.get(job_id)
 
 
 def add_result(layout: PayloadLayout, job_id: str, phantom: PhantomFiles, workflow: str = "OrganSeg") -> Path:

@@ -31,7 +31,7 @@ def adapter(tmp_path: Path) -> Adapter:
 
 def test_a_paused_ae_title_refuses_associations_until_resumed(adapter: Adapter, series: Series) -> None:
     with JobStore(adapter.root / "jobs.sqlite3") as store:
-        control.pause_intake(store, "OrganSeg", "olga", "maintenance")
+        control.pause_intake(store.db, "OrganSeg", "olga", "maintenance")
         time.sleep(0.6)  # the adapter reads pauses every tick (at most 0.25 s)
         refused = storescu(adapter.port, series.files, "OrganSeg")
         assert refused.returncode != 0
@@ -39,7 +39,7 @@ def test_a_paused_ae_title_refuses_associations_until_resumed(adapter: Adapter, 
         assert echoscu(adapter.port, "LiverSeg").returncode == 0  # other AE titles are open
         assert "intake of OrganSeg is paused" in adapter.log()
         assert store.list_jobs() == []
-        control.resume_intake(store, "OrganSeg")
+        control.resume_intake(store.db, "OrganSeg")
         time.sleep(0.6)
         sent = storescu(adapter.port, series.files, "OrganSeg")
         assert sent.returncode == 0, sent.stderr
@@ -59,9 +59,9 @@ def test_mark_complete_closes_a_receiving_study_at_once(adapter: Adapter, series
 
 def test_services_report_heartbeats(adapter: Adapter) -> None:
     with JobStore(adapter.root / "jobs.sqlite3") as store:
-        beat = wait_for(lambda: next((s for s in control.services(store) if s.name == "adapter"), None), 5,
+        beat = wait_for(lambda: next((s for s in control.services(store.db) if s.name == "adapter"), None), 5,
                         "the adapter's heartbeat")
         assert beat.alive(time.time(), control.HEARTBEAT_SECONDS) and beat.status["associations"] == []
         adapter.stop()
-        (stopped,) = [s for s in control.services(store) if s.name == "adapter"]
+        (stopped,) = [s for s in control.services(store.db) if s.name == "adapter"]
         assert stopped.beat_at == 0 and "stopped_at" in stopped.status

@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from dashkit import add_result, csrf, log_in, make_job
+from dashkit import LEASE_SECONDS, WORKER, add_result, csrf, log_in, make_job
 from starlette.testclient import TestClient
 
 from appliance.dashboard.app import CSP
-from appliance.jobs import JobState, JobStore, control
+from appliance.jobs import ExportQueue, Intake, JobState, JobStore, LeaseLost, PipelineQueue, control
 from appliance.phantom import PhantomFiles
 from appliance.settings import AdapterConfig
 from appliance.storage import PayloadLayout
 
 
 def store_of(config: AdapterConfig) -> JobStore:
-    return JobStore(config.storage.database)
+    return JobStore(config.storage.job_store)
+
+
+def worker(store: JobStore) -> PipelineQueue:
+    """The worker queue as the worker that claimed make_job's jobs."""
+    return PipelineQueue(store.db, WORKER, LEASE_SECONDS)
+
+
+def tasks(store: JobStore, job_id: str) -> dict[str, str]:
+    return {t.destination: t.state for t in store.export_tasks(job_id)}
 
 
 def test_pages_need_a_login_and_carry_the_csp(client: TestClient) -> None:
@@ -50,7 +58,7 @@ def test_login_rejects_wrong_passwords_and_forged_forms(client: TestClient, conf
     cookie = ok.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     with store_of(config) as store:
-        outcomes = [(e.user, e.action, e.outcome.split(":")[0]) for e in control.audit_log(store)]
+        outcomes = [(e.user, e.action, e.outcome.split(":")[0]) for e in control.audit_log(store.db)]
     assert ("alice", "login", "refused") in outcomes and ("alice", "login", "ok") in outcomes
 
 
@@ -124,8 +132,8 @@ def test_a_viewer_account_cannot_act(client: TestClient, config: AdapterConfig) 
     assert client.post("/intake/OrganSeg/pause", data={"csrf": token}).status_code == 403
     with store_of(config) as store:
         assert store.get("OrganSeg-1").state is JobState.FAILED
-        assert control.paused_titles(store) == {}
-        refused = [e for e in control.audit_log(store) if e.action == "retry"]
+        assert control.paused_titles(store.db) == {}
+        refused = [e for e in control.audit_log(store.db) if e.action == "retry"]
     assert refused and refused[0].user == "vic" and refused[0].outcome.startswith("refused: your role (viewer)")
     assert client.get("/audit").status_code == 403
 
@@ -154,8 +162,8 @@ def test_retry_pipeline_runs_the_job_again(client: TestClient, config: AdapterCo
         job = store.get("OrganSeg-1")
         assert job.state is JobState.READY and job.attempt == 2 and job.error is None
         # ... and the worker's queue hands it out again.
-        assert store.claim_next_ready() is not None
-        entry = control.audit_log(store, "OrganSeg-1")[0]
+        assert worker(store).claim() is not None
+        entry = control.audit_log(store.db, "OrganSeg-1")[0]
     assert (entry.user, entry.action, entry.outcome) == ("olga", "retry", "ok")
     assert "attempt 2" in client.get("/jobs/OrganSeg-1").text
 
@@ -163,10 +171,8 @@ def test_retry_pipeline_runs_the_job_again(client: TestClient, config: AdapterCo
 def test_retry_export_only_resends_to_the_failed_destinations(client: TestClient, config: AdapterConfig,
                                                               phantom: PhantomFiles) -> None:
     with store_of(config) as store:
-        make_job(store, "OrganSeg-1", state=JobState.FAILED, destinations=("PACS", "ARCHIVE"))
-        # PACS got it at the second try; ARCHIVE never did.
-        from appliance.jobs import ExportRecord
-        store.record_export(ExportRecord("OrganSeg-1", "PACS", 2, "sent", 1, 0, "", time.time()))
+        # PACS got it; ARCHIVE did not.
+        make_job(store, "OrganSeg-1", state=JobState.FAILED, destinations=("PACS", "ARCHIVE"), failed_to=("ARCHIVE",))
     log_in(client, "olga")
     token = csrf(client)
     no_results = client.post("/jobs/OrganSeg-1/retry-export", data={"csrf": token})
@@ -175,8 +181,11 @@ def test_retry_export_only_resends_to_the_failed_destinations(client: TestClient
     client.post("/jobs/OrganSeg-1/retry-export", data={"csrf": token})
     with store_of(config) as store:
         job = store.get("OrganSeg-1")
-        assert job.state is JobState.EXPORTING and job.export_to == ("ARCHIVE",) and job.attempt == 2
-        assert store.claim_next_export() is not None  # the exporter takes it
+        assert job.state is JobState.EXPORTING and job.attempt == 2
+        assert tasks(store, "OrganSeg-1") == {"PACS": "sent", "ARCHIVE": "pending"}
+        exporter = ExportQueue(store.db, "exporter", LEASE_SECONDS)
+        assert exporter.claim("PACS", 3) is None  # nothing is sent twice
+        assert exporter.claim("ARCHIVE", 3) is not None  # the exporter takes it
 
 
 def test_send_to_another_destination(client: TestClient, config: AdapterConfig, phantom: PhantomFiles) -> None:
@@ -190,7 +199,8 @@ def test_send_to_another_destination(client: TestClient, config: AdapterConfig, 
     client.post("/jobs/OrganSeg-1/send", data={"csrf": token, "destination": "ARCHIVE"})
     with store_of(config) as store:
         job = store.get("OrganSeg-1")
-    assert job.state is JobState.EXPORTING and job.export_to == ("ARCHIVE",)
+        assert tasks(store, "OrganSeg-1") == {"PACS": "sent", "ARCHIVE": "pending"}
+    assert job.state is JobState.EXPORTING and job.attempt == 2
     assert job.destinations == ("PACS", "ARCHIVE")
 
 
@@ -198,17 +208,26 @@ def test_cancel_stops_a_job_and_a_late_service_move_cannot_revive_it(client: Tes
                                                                      config: AdapterConfig) -> None:
     with store_of(config) as store:
         make_job(store, "OrganSeg-1", state=JobState.RUNNING)
+        make_job(store, "OrganSeg-3", state=JobState.EXPORTING, study_uid="8.8")
         make_job(store, "OrganSeg-2", state=JobState.READY, study_uid="9.9")
+        running = store.get("OrganSeg-1")
     log_in(client, "olga")
     token = csrf(client)
     client.post("/jobs/OrganSeg-1/cancel", data={"csrf": token, "reason": "wrong patient"})
     client.post("/jobs/OrganSeg-2/cancel", data={"csrf": token})
+    client.post("/jobs/OrganSeg-3/cancel", data={"csrf": token})
     with store_of(config) as store:
         job = store.get("OrganSeg-1")
         assert job.state is JobState.CANCELLED and job.error == "cancelled by olga: wrong patient"
-        # The worker finishing its stages afterwards does not export it.
-        assert store.set_state("OrganSeg-1", JobState.EXPORTING).state is JobState.CANCELLED
-        assert store.claim_next_ready() is None  # the cancelled ready job is not handed out
+        # The worker lost its lease: its renewal says so, and finishing its stages afterwards is refused.
+        assert worker(store).renew([running.id]) == set()
+        with pytest.raises(LeaseLost):
+            worker(store).hand_over(running)
+        assert store.get("OrganSeg-1").state is JobState.CANCELLED
+        assert worker(store).claim() is None  # the cancelled ready job is not handed out
+        # The exporting job's task is cancelled: no exporter takes it.
+        assert tasks(store, "OrganSeg-3") == {"PACS": "cancelled"}
+        assert ExportQueue(store.db, "exporter", LEASE_SECONDS).claim("PACS", 3) is None
     page = client.post("/jobs/OrganSeg-1/cancel", data={"csrf": token}).text
     assert "cancel refused" in page and "cannot be cancelled" in page
 
@@ -221,7 +240,7 @@ def test_mark_a_study_complete(client: TestClient, config: AdapterConfig) -> Non
     client.post("/jobs/OrganSeg-1/complete", data={"csrf": csrf(client)})
     with store_of(config) as store:
         # What the adapter reads at its next tick (tests/dashboard/test_adapter_intake.py runs a real one).
-        assert store.take_completion_requests() == ["1.2.3.4"]
+        assert Intake(store.db).take_completion_requests() == ["1.2.3.4"]
 
 
 def test_pause_and_resume_intake(client: TestClient, config: AdapterConfig) -> None:
@@ -229,14 +248,14 @@ def test_pause_and_resume_intake(client: TestClient, config: AdapterConfig) -> N
     token = csrf(client, "/health")
     client.post("/intake/OrganSeg/pause", data={"csrf": token, "reason": "PACS migration"})
     with store_of(config) as store:
-        pause = control.paused_titles(store)["OrganSeg"]
+        pause = control.paused_titles(store.db)["OrganSeg"]
     assert pause.paused_by == "olga" and pause.reason == "PACS migration"
     page = client.get("/health").text
     assert re.search(r'data-ae="OrganSeg".*?paused</span> by olga', page, re.S)
     assert "not one of our AE titles" in client.post("/intake/NOPE/pause", data={"csrf": token}).text
     client.post("/intake/OrganSeg/resume", data={"csrf": token})
     with store_of(config) as store:
-        assert control.paused_titles(store) == {}
+        assert control.paused_titles(store.db) == {}
 
 
 def test_health_without_services_gpu_or_triton(client: TestClient, config: AdapterConfig) -> None:
@@ -263,7 +282,7 @@ def test_healthz_and_metrics(client: TestClient, config: AdapterConfig) -> None:
     assert 'appliance_stage_duration_seconds_bucket{stage="reader",le="+Inf"} 2' in body
     assert "appliance_instances_received_total 80" in body
     assert 'appliance_export_tries_total{destination="PACS",outcome="failed"} 1' in body
-    assert 'appliance_service_up{service="adapter"} 0' in body
+    assert 'appliance_service_up{service="adapter",host=""} 0' in body
 
 
 @pytest.mark.parametrize("user", ["alice"])
@@ -280,9 +299,8 @@ def test_the_event_stream_sends_changed_rows(client: TestClient, config: Adapter
         lines = stream.iter_lines()
         assert next(lines) == "retry: 2000"  # subscribed from here on
         with store_of(config) as store:
-            make_job(store, "OrganSeg-1", state=JobState.READY)
-            store.claim_next_ready()
-            store.set_state("OrganSeg-1", JobState.FAILED, error="x", phase="pipeline")
+            job = make_job(store, "OrganSeg-1", state=JobState.RUNNING)
+            worker(store).fail(job, "x")
         events = []
         for line in lines:
             if line.startswith(": keep-alive"):

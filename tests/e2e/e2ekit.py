@@ -6,7 +6,7 @@ Used by the end-to-end tests and ``benchmarks/pipeline.py``. Builds on the adapt
 
 from __future__ import annotations
 
-import sqlite3
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +25,7 @@ from adapterkit import (  # noqa: E402
     wait_for,
 )
 
-from appliance.jobs import Job, JobState, JobStore, StageRecord  # noqa: E402
+from appliance.jobs import Job, JobState, JobStore, StageRecord, StoreError  # noqa: E402
 from appliance.triton_local import Ports  # noqa: E402
 
 #: Called AE title -> workflow of the stack's adapter (the shipped workflows, by name).
@@ -83,7 +83,7 @@ class Stack:
         try:
             with JobStore(self.database) as store:
                 return store.list_jobs()
-        except sqlite3.OperationalError:  # a writer holds the lock longer than the busy timeout
+        except StoreError:  # a writer holds the lock longer than the busy timeout
             return []
 
     def stages(self, job_id: str) -> list[StageRecord]:
@@ -115,6 +115,47 @@ def seg_in_orthanc(pacs: Orthanc, series_uid: str, timeout: float = 10.0) -> str
     return str(found[0])
 
 
-__all__ = ["APPLIANCE", "Orthanc", "Stack", "Worker", "free_port", "seg_in_orthanc", "stack_config", "storescu",
-           "system_tool",
-           "wait_for"]
+__all__ = ["APPLIANCE", "Exporter", "Fleet", "Orthanc", "Stack", "Worker", "free_port", "seg_in_orthanc",
+           "stack_config", "storescu", "system_tool", "wait_for"]
+
+
+class Fleet:
+    """Adapters, workers and exporters as separate processes on one PostgreSQL job store and one
+    spool folder (what several hosts sharing NFS would have); each process has its own folder for
+    its configuration and log. Adapters listen on ports of their own."""
+
+    def __init__(self, folder: Path, database_url: str, triton: Ports, pacs_port: int, adapters: int = 2,
+                 workers: int = 4, exporters: int = 2, **worker: Any) -> None:
+        self.spool = folder / "spool"
+        self.database_url = database_url
+        config = stack_config(self.spool, 0, pacs_port, triton, **worker)
+        config["storage"] = {"root": str(self.spool), "database-url": database_url, "lease-seconds": 5}
+        config["worker"]["workers"] = 1
+        # Long enough for a killed adapter to restart and get the rest of its study.
+        config["completion"]["quiet-seconds"] = 4.0
+        config["dicom"]["scu"]["destinations"][0]["ae-title"] = "PACS"
+        self.processes: list[Adapter] = []
+        for kind, count in ((Adapter, adapters), (Worker, workers), (Exporter, exporters)):
+            for n in range(count):
+                own = folder / f"{kind.command}{n}"
+                own.mkdir(parents=True)
+                cfg = json.loads(json.dumps(config))
+                cfg["dicom"]["scp"]["port"] = free_port()
+                self.processes.append(kind(own, cfg))
+        self.adapters = [p for p in self.processes if p.command == "adapter"]
+
+    def start(self) -> Fleet:
+        for process in self.processes:
+            process.start()
+        return self
+
+    def kill(self) -> None:
+        for process in self.processes:
+            process.kill()
+
+    def jobs(self) -> list[Job]:
+        with JobStore(self.database_url) as store:
+            return store.list_jobs()
+
+    def logs(self) -> str:
+        return "".join(f"\n--- {p.tmp.name}\n{p.log()[-1500:]}" for p in self.processes)

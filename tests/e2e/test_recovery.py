@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from appliance.jobs import JobState, JobStore
-from appliance.jobs.store import _SCHEMA
+from appliance.jobs import JobState
 from appliance.phantom import PhantomFiles
 from appliance.triton_local import LocalTriton
 
@@ -57,21 +54,3 @@ def test_one_worker_per_job_store(stacks: Callable[..., Stack], triton: LocalTri
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "another appliance worker uses this job store" in done.stdout + done.stderr
-
-
-def test_old_job_store_opens_with_new_columns(tmp_path: Path) -> None:
-    """A database written before the worker existed gains the new columns; its rows stay valid."""
-    path = tmp_path / "jobs.sqlite3"
-    with sqlite3.connect(path) as db:
-        db.executescript(_SCHEMA)
-        db.execute("INSERT INTO jobs (id, state, called_ae, calling_ae, study_uid, workflow, destinations,"
-                   " version, created_at, updated_at)"
-                   " VALUES ('J-1', 'failed', 'OrganSeg', 'X', '1.2', 'OrganSeg', '[]', 1, 1, 1)")
-        db.execute("INSERT INTO stages (job_id, stage, status, detail, at) VALUES ('J-1', 'copy', 'ok', '', 2)")
-    with JobStore(path) as store:
-        job = store.get("J-1")
-        (stage,) = store.stages("J-1")
-        assert job.resumes == 0 and stage.status == "ok" and stage.started_at is None and stage.attempt is None
-        assert store.retry("J-1").state is JobState.READY
-    with JobStore(path) as store:  # opening again changes nothing
-        assert store.get("J-1").attempt == 2

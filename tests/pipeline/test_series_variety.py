@@ -32,7 +32,7 @@ from appliance.pipeline.writer import TYPE2_COPIED, write_outputs
 from appliance.triton_local import LocalTriton
 from appliance.workflows import ReaderSettings, SeriesRules, TritonSettings, Workflow
 
-from .conftest import dciodvfy_errors, dice
+from .conftest import dciodvfy_errors, dice, key_file
 from .test_inference import ORGAN_DICE
 
 SMALL = PhantomSpec(size=64, slices=20, noise_hu=0.0)
@@ -253,7 +253,8 @@ def test_seg_overlays_every_variant(variant: str, triton: LocalTriton, workflows
     job = tmp_path / "job"
     shutil.copytree(phantom.series_dir, job / "input")
     workflow = workflows["OrganSeg"]
-    result = run_stages(default_stages(TritonSettings(url=triton.http_url)), StageContext(job, workflow))
+    settings = TritonSettings(url=triton.http_url, key_file=Path(key_file(triton)))
+    result = run_stages(default_stages(settings), StageContext(job, workflow))
     assert result.succeeded, result.records
     assert dciodvfy_errors(result.artifacts["seg"]) == []
     labels = _overlay(result.artifacts["seg"], load_manifest(result.artifacts["series_manifest"]))

@@ -98,6 +98,11 @@ def test_the_template_renders_a_valid_configuration() -> None:
                                   appliance_sources=[{"host_ip": "10.0.0.5", "ae_title": "ORTHANC"}]))
     assert [a.destinations for a in config.dicom.scp.ae_titles] == [("PACS",), ()]
     assert config.worker.triton.grpc_url == DEFAULTS["appliance_triton_grpc_url"]
+    assert config.storage.database_url is None  # SQLite unless a PostgreSQL URL is given
+    url = "postgresql://appliance:s3cret@db.example:5432/appliance"
+    fleet = parse_config(_render(appliance_destinations=ONE_DESTINATION, appliance_database_url=url,
+                                 appliance_reject_unknown_sources=False))
+    assert fleet.storage.database_url == url
     with pytest.raises(SettingsError, match="AE title OrganSeg sends its results nowhere"):
         parse_config(_render())
 
