@@ -161,8 +161,9 @@ class Grouper:
         with self._lock:
             return len(self._groups)
 
-    def reserve(self, called_ae: str, calling_ae: str, study_uid: str) -> Slot:
-        """Reserve the open group of (``called_ae``, ``study_uid``), creating job and folder if needed.
+    def reserve(self, called_ae: str, calling_ae: str, study_uid: str, calling_address: str = "") -> Slot:
+        """Reserve the open group of (``called_ae``, ``study_uid``), creating job and folder if needed
+        (``calling_address``, the peer's IP address, is recorded on a new job).
 
         The group cannot close until the slot is given to :meth:`release`. Raises
         OSError/StoreError if the job cannot be created.
@@ -190,7 +191,7 @@ class Grouper:
         # The store is written without the lock held: a slow or locked store delays only the
         # instances of this new study, never those of studies already receiving.
         try:
-            group = self._create(called_ae, calling_ae, study_uid)
+            group = self._create(called_ae, calling_ae, study_uid, calling_address)
         except (OSError, StoreError) as exc:
             creation.error = exc
             raise
@@ -217,7 +218,7 @@ class Grouper:
                 group.sops.add(slot.stored_sop)
                 group.dirty = True
 
-    def _create(self, called_ae: str, calling_ae: str, study_uid: str) -> _Group:
+    def _create(self, called_ae: str, calling_ae: str, study_uid: str, calling_address: str) -> _Group:
         binding = self._bindings(called_ae)
         workflow = binding.workflow if binding else called_ae
         destinations = binding.destinations if binding else ()
@@ -225,14 +226,15 @@ class Grouper:
         # Row first, then folder: a folder never exists without its job. A row whose folder
         # is missing (crash in between) has no instances and is dropped by recover().
         self._store.create(job_id, called_ae=called_ae, calling_ae=calling_ae, study_uid=study_uid,
-                           workflow=workflow, destinations=destinations)
+                           workflow=workflow, destinations=destinations, calling_address=calling_address)
         input_dir = self._layout.input_dir(job_id)
         try:
             make_dirs(input_dir)
         except OSError:
             self._store.delete(job_id)
             raise
-        LOG.info("job %s: receiving study %s on %s from %s", job_id, study_uid, called_ae, calling_ae)
+        LOG.info("job %s: receiving study %s on %s from %s@%s", job_id, study_uid, called_ae, calling_ae,
+                 calling_address or "?")
         now = self._clock()
         return _Group(job_id, called_ae, study_uid, input_dir, now, time.time())
 

@@ -58,17 +58,19 @@ class IncomingInstance:
     """The dataset of one C-STORE request, received in fragments into ``grouper``'s folders.
 
     ``header`` is the file's preamble and File Meta Information (written before the dataset);
-    ``called``/``calling`` are the AE titles of the association; ``head_bytes`` caps the bytes
-    held in memory before the study is known (more spill to an unnamed file in ``spill_dir``);
-    ``duplicates`` is the duplicate policy. Not thread-safe: one thread feeds it.
+    ``called``/``calling`` are the AE titles of the association, ``calling_address`` the peer's
+    IP address; ``head_bytes`` caps the bytes held in memory before the study is known (more
+    spill to an unnamed file in ``spill_dir``); ``duplicates`` is the duplicate policy. Not
+    thread-safe: one thread feeds it.
     """
 
     def __init__(self, grouper: Grouper, called: str, calling: str, sop_class: str, sop_uid: str,
                  transfer_syntax: str, header: bytes, *, head_bytes: int, spill_dir: str | None = None,
-                 duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST) -> None:
+                 duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST, calling_address: str = "") -> None:
         self._grouper = grouper
         self._called = called
         self._calling = calling
+        self._calling_address = calling_address
         self._sop_uid = sop_uid
         self._header = header
         self._head_bytes = head_bytes
@@ -173,7 +175,8 @@ class IncomingInstance:
                 self.refuse(DATASET_MISMATCH, "no valid StudyInstanceUID")
             return
         try:
-            self._slot = self._grouper.reserve(self._called, self._calling, identity.study_uid)
+            self._slot = self._grouper.reserve(self._called, self._calling, identity.study_uid,
+                                               self._calling_address)
             self._file = DurableFile(self._slot.input_dir, self._sop_uid + INSTANCE_SUFFIX)
         except (OSError, StoreError) as exc:
             self._fail(exc)

@@ -11,6 +11,10 @@ negotiates, with this policy (A-ASSOCIATE-RJ result/source/reason per PS3.8 9.3.
 * ``max-associations`` associations already negotiated: rejected-transient, service-provider
   (presentation), *local-limit-exceeded*. Only negotiated associations count: a connection
   still waiting in the gate, or one whose association has ended, holds no slot.
+* intake of the called AE title paused by an operator (the dashboard): rejected-transient,
+  service-provider (presentation), *temporary-congestion*, and a log line naming the pause. An
+  association already open when the pause starts finishes its transfer, so a study is not cut
+  in half.
 
 C-STORE requests are received by :mod:`~appliance.adapter.fastpath` (fragments written to disk
 as they arrive) through :class:`~appliance.adapter.instance.IncomingInstance`, which decides the
@@ -35,7 +39,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.uid import UID, generate_uid
@@ -66,6 +70,7 @@ IMPLEMENTATION_VERSION_NAME = f"APPLIANCE_{__version__}"[:16]
 _REJECT_CALLED = (0x01, 0x01, 0x07)
 _REJECT_CALLING = (0x01, 0x01, 0x03)
 _REJECT_NO_REASON = (0x01, 0x01, 0x01)
+_REJECT_PAUSED = (0x02, 0x03, 0x01)
 _REJECT_LIMIT = (0x02, 0x03, 0x02)
 #: pynetdicom's own association count includes connections that never associated and threads of
 #: ended associations; the gate and :class:`_Slots` limit instead, so its check must never fire.
@@ -112,6 +117,11 @@ class _Slots:
         with self._lock:
             self._held.pop(id(assoc), None)
 
+    def held(self) -> list[Association]:
+        """The associations holding a slot now."""
+        with self._lock:
+            return list(self._held.values())
+
 
 class StorageSCP:
     """Listens on ``config.bind_address:config.port`` and files instances through ``grouper``.
@@ -119,13 +129,15 @@ class StorageSCP:
     ``spill_dir`` is where a dataset whose study is not known after ``head-memory-bytes`` waits
     (an unnamed file: the storage root, so the job's file is on the same disk); ``receiver``
     replaces the hand-written receiver (the ingest benchmark measures pynetdicom's own chunked
-    receive with it).
+    receive with it); ``paused`` returns the AE titles whose intake is paused now (asked once
+    per association).
     """
 
     def __init__(self, config: ScpConfig, grouper: Grouper, *, spill_dir: str | None = None,
-                 receiver: Receiver | None = None) -> None:
+                 receiver: Receiver | None = None, paused: Callable[[], Collection[str]] = frozenset) -> None:
         self._config = config
         self._grouper = grouper
+        self._paused = paused
         self._limits = ReceiveLimits.of(config)
         self._spill_dir = spill_dir
         self._receiver = receiver
@@ -166,6 +178,12 @@ class StorageSCP:
         """The TCP port actually listened on."""
         assert self._server is not None, "not started"
         return int(self._server.server_address[1])
+
+    def open_associations(self) -> list[dict[str, str]]:
+        """The associations open now: calling AE title, its address, called AE title."""
+        return [{"calling": str(a.requestor.ae_title).strip(), "address": str(a.requestor.address),
+                 "called": str(a.acceptor.ae_title).strip()}
+                for a in self._slots.held() if a.is_established]
 
     def start(self) -> None:
         """Bind and serve on background threads (the accept loop and the gate)."""
@@ -238,6 +256,10 @@ class StorageSCP:
             reject = _REJECT_CALLED
         elif self._config.reject_unknown_sources and (calling, address) not in self._sources:
             reject = _REJECT_CALLING if calling not in self._source_titles else _REJECT_NO_REASON
+        elif called in self._paused():
+            LOG.warning("association from %s@%s to %s refused: intake of %s is paused", calling, address, called,
+                        called)
+            reject = _REJECT_PAUSED
         elif not self._slots.take(assoc):
             reject = _REJECT_LIMIT
         if reject is not None:
@@ -274,4 +296,4 @@ class StorageSCP:
         return IncomingInstance(self._grouper, assoc.acceptor.ae_title, calling, sop_class, sop_uid,
                                 transfer_syntax, _file_header(sop_class, sop_uid, transfer_syntax, calling),
                                 head_bytes=self._limits.head_bytes, spill_dir=self._spill_dir,
-                                duplicates=self._limits.duplicates)
+                                duplicates=self._limits.duplicates, calling_address=str(assoc.requestor.address))

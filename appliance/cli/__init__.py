@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from appliance import __version__
-from appliance.cli import adapter, exporter, info, jobs, models, phantom, worker, workflows
+from appliance.cli import adapter, dashboard, exporter, info, jobs, models, phantom, worker, workflows
 
 # One line per sub-command module; each adds its parser(s) and sets ``func``.
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
@@ -19,6 +19,7 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]],
     adapter.register,
     worker.register,
     exporter.register,
+    dashboard.register,
     jobs.register,
     phantom.register,
     workflows.register,
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
     parser = argparse.ArgumentParser(
         prog="appliance",
-        description="GPU medical-imaging appliance: DICOM adapter, pipeline worker, exporter, jobs and workflows.",
+        description="GPU medical-imaging appliance: DICOM adapter, pipeline worker, exporter, dashboard, jobs "
+                    "and workflows.",
     )
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -11,7 +11,7 @@ import argparse
 
 from appliance.cli.service import Runnable, Service
 from appliance.settings import AdapterConfig, config_problems, load_config
-from appliance.worker.catalog import WorkflowCatalog
+from appliance.workflows.catalog import WorkflowCatalog
 
 
 def _load(path: str) -> tuple[AdapterConfig, WorkflowCatalog]:

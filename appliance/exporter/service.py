@@ -24,7 +24,7 @@ import time
 
 from appliance import systemd
 from appliance.exporter.sender import Sender
-from appliance.jobs import ExportQueue, Heartbeat, migrate, open_database, owner_id
+from appliance.jobs import ExportQueue, Heartbeat, control, migrate, open_database, owner_id
 from appliance.jobs.lock import StoreBusy, hold
 from appliance.settings import AdapterConfig
 from appliance.storage import PayloadLayout
@@ -59,6 +59,9 @@ class Exporter:
         ]
         self._threads = [threading.Thread(target=s.run, name=f"export-{s.destination.name}", daemon=True)
                          for s in self.senders]
+        self.status_beat = control.ServiceHeartbeat(self.db, "exporter", lambda: {
+            "loop_alive": all(t.is_alive() for t in self._threads) and self.heartbeat.alive,
+            "destinations": [d.name for d in scu.destinations], "owner": self.queue.owner})
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to return (safe from signal handlers and other threads)."""
@@ -96,9 +99,11 @@ class Exporter:
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + SWEEP_SECONDS
                     self._sweep()
+                self.status_beat.tick()
                 watchdog.tick(self.liveness)
         finally:
             systemd.notify("STOPPING=1")
+            self.status_beat.stopped()
             self._stop.set()
             for thread in self._threads:
                 thread.join(self.config.export.timeout_seconds * 2 + 5)

@@ -9,7 +9,9 @@ and the store split by role: :mod:`~appliance.jobs.intake` (the adapters), :mod:
 (the workers: claims, leases, stage records), :mod:`~appliance.jobs.exports` (the exporters: one
 leased task per destination), :mod:`~appliance.jobs.store` (reading, operators' actions);
 :mod:`~appliance.jobs.lease` (the heartbeat renewing a process's claims), :mod:`~appliance.jobs.lock`
-(one process per role on SQLite).
+(one process per role on SQLite);
+:mod:`~appliance.jobs.operator` (what an operator does to jobs: cancel, run or export again) and
+:mod:`~appliance.jobs.control` (intake pauses per AE title, service heartbeats, the audit log).
 """
 
 from appliance.jobs.database import Database, StoreError, open_database

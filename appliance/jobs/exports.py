@@ -149,7 +149,8 @@ class ExportQueue:
                             (task.job_id,)).fetchall()
         if job.state is not JobState.EXPORTING or any(s in OPEN for _, s in states):
             return job
-        failed = [name for name, s in states if s == "failed"]
+        # Not delivered: failed, or cancelled by an operator before an export again to other destinations.
+        failed = [name for name, s in states if s != "sent"]
         if failed:
             return rows.move(tx, job.id, JobState.FAILED, failed_phase="export",
                              error=f"export failed to {', '.join(failed)}")

@@ -23,17 +23,19 @@ class Intake:
         self.owner = owner
 
     def create(self, job_id: str, *, called_ae: str, calling_ae: str, study_uid: str, workflow: str,
-               destinations: Iterable[str] = ()) -> Job:
-        """Record a new job in state ``receiving``; its version follows the (AE, study)'s last."""
+               destinations: Iterable[str] = (), calling_address: str = "") -> Job:
+        """Record a new job in state ``receiving``; its version follows the (AE, study)'s last.
+        ``calling_address`` is the sending peer's IP address."""
         now = time.time()
         with self.db.transaction() as tx:
             row = tx.execute("SELECT COALESCE(MAX(version), 0) FROM jobs WHERE called_ae = ? AND study_uid = ?",
                              (called_ae, study_uid)).fetchone()
             previous = int(row[0]) if row else 0
             tx.execute("INSERT INTO jobs (id, state, called_ae, calling_ae, study_uid, workflow, destinations,"
-                       " version, created_at, updated_at, intake_owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       " version, created_at, updated_at, intake_owner, calling_address)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (job_id, JobState.RECEIVING.value, called_ae, calling_ae, study_uid, workflow,
-                        json.dumps(list(destinations)), previous + 1, now, now, self.owner))
+                        json.dumps(list(destinations)), previous + 1, now, now, self.owner, calling_address))
             return rows.get(tx, job_id)
 
     def update_progress(self, job_id: str, instance_count: int, last_instance_at: float) -> None:
@@ -43,8 +45,12 @@ class Intake:
                        (instance_count, last_instance_at, time.time(), job_id))
 
     def mark_ready(self, job_id: str, instance_count: int) -> Job:
-        """``receiving -> ready`` with the final instance count."""
+        """``receiving -> ready`` with the final instance count. A job an operator cancelled while
+        it was receiving stays ``cancelled`` (its count is still recorded) and is returned as it is."""
         with self.db.transaction() as tx:
+            if rows.get(tx, job_id, lock=True).state is JobState.CANCELLED:
+                tx.execute("UPDATE jobs SET instance_count = ? WHERE id = ?", (instance_count, job_id))
+                return rows.get(tx, job_id)
             return rows.move(tx, job_id, JobState.READY, instance_count=instance_count, ready_at=time.time())
 
     def delete(self, job_id: str) -> None:

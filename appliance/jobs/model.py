@@ -12,6 +12,9 @@ class JobState(str, enum.Enum):
     ``receiving`` -> ``ready`` -> ``running`` -> ``exporting`` -> ``done``;
     ``running``/``exporting`` -> ``failed``; ``failed`` -> ``ready`` or ``exporting`` (retry).
     While a job is ``exporting``, each of its destinations is an :class:`ExportTask` of its own.
+    Any state but ``done`` -> ``cancelled`` (an operator's decision). A cancelled job stays
+    cancelled: the worker's and the exporters' later moves of it are refused (their lease is gone).
+    Operators may run ``done``, ``failed`` and ``cancelled`` jobs again (:mod:`appliance.jobs.operator`).
     """
 
     RECEIVING = "receiving"  #: the adapter still adds instances (quiet window not over)
@@ -20,16 +23,20 @@ class JobState(str, enum.Enum):
     EXPORTING = "exporting"  #: pipeline done; the exporters send the results (one task per destination)
     DONE = "done"  #: results delivered to every destination (or there were none)
     FAILED = "failed"  #: see ``error`` and ``failed_phase``
+    CANCELLED = "cancelled"  #: stopped by an operator; ``error`` says who and why
 
 
 #: Allowed ``from -> to`` moves; anything else raises :class:`InvalidTransition`.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.RECEIVING: frozenset({JobState.READY}),
-    JobState.READY: frozenset({JobState.RUNNING}),
-    JobState.RUNNING: frozenset({JobState.EXPORTING, JobState.DONE, JobState.FAILED, JobState.READY}),
-    JobState.EXPORTING: frozenset({JobState.DONE, JobState.FAILED}),
-    JobState.DONE: frozenset(),
-    JobState.FAILED: frozenset({JobState.READY, JobState.EXPORTING}),
+    JobState.RECEIVING: frozenset({JobState.READY, JobState.CANCELLED}),
+    JobState.READY: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.EXPORTING, JobState.DONE, JobState.FAILED, JobState.READY,
+                                 JobState.CANCELLED}),
+    JobState.EXPORTING: frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED}),
+    # Out of done and cancelled only by an operator (run or export again, appliance.jobs.operator).
+    JobState.DONE: frozenset({JobState.READY, JobState.EXPORTING}),
+    JobState.FAILED: frozenset({JobState.READY, JobState.EXPORTING, JobState.CANCELLED}),
+    JobState.CANCELLED: frozenset({JobState.READY, JobState.EXPORTING}),
 }
 
 
@@ -70,6 +77,7 @@ class Job:
     resumes: int = 0  #: times this attempt was resumed after a worker crash or kill
     lease_owner: str | None = None  #: ``host:pid:tag`` of the worker running it, while ``running``
     lease_expires: float | None = None  #: when that claim lapses unless renewed (database clock)
+    calling_address: str = ""  #: IP address of the peer that sent the first instance ("" if unknown)
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,8 @@ class ExportTask:
     """Sending one job's results to one destination: a claimed, leased unit of the export queue.
 
     ``state``: ``pending`` (due at ``not_before``, UNIX seconds on the database's clock),
-    ``sending`` (claimed by ``lease_owner`` until ``lease_expires``), ``sent`` or ``failed``.
+    ``sending`` (claimed by ``lease_owner`` until ``lease_expires``), ``sent``, ``failed`` or
+    ``cancelled`` (an operator cancelled the job; an exporter sending it loses its claim).
     ``tries`` counts associations tried in this ``attempt`` of the job; ``delivered`` names the
     result files the destination already acknowledged, which are never sent again.
     """

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
+from typing import Any
 
 from appliance.jobs import rows
 from appliance.jobs.database import Database, Transaction
@@ -109,7 +110,7 @@ class PipelineQueue:
         return rows.move(tx, job_id, JobState.FAILED, failed_phase="pipeline",
                          error=f"interrupted {where} by a worker crash or restart; not resumed: {why}")
 
-    def _move(self, job: Job, target: JobState, **fields: object) -> Job:
+    def _move(self, job: Job, target: JobState, **fields: Any) -> Job:
         with self.db.transaction() as tx:
             current = rows.get(tx, job.id, lock=True)
             if current.state is not JobState.RUNNING or current.lease_owner != self.owner:

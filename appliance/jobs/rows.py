@@ -12,7 +12,7 @@ from appliance.jobs.model import TRANSITIONS, ExportTask, InvalidTransition, Job
 JOB_COLUMNS = (
     "id, state, called_ae, calling_ae, study_uid, workflow, destinations, version, instance_count, created_at, "
     "updated_at, last_instance_at, ready_at, finished_at, attempt, error, failed_phase, resumes, lease_owner, "
-    "lease_expires"
+    "lease_expires, calling_address"
 )
 TASK_COLUMNS = ("job_id, destination, attempt, state, tries, not_before, delivered, lease_owner, lease_expires, "
                 "detail, updated_at")
@@ -25,7 +25,7 @@ def job(row: tuple[Any, ...]) -> Job:
         workflow=row[5], destinations=tuple(json.loads(row[6])), version=row[7], instance_count=row[8],
         created_at=row[9], updated_at=row[10], last_instance_at=row[11], ready_at=row[12],
         finished_at=row[13], attempt=row[14], error=row[15], failed_phase=row[16], resumes=row[17],
-        lease_owner=row[18], lease_expires=row[19],
+        lease_owner=row[18], lease_expires=row[19], calling_address=row[20],
     )
 
 
@@ -44,9 +44,10 @@ def get(tx: Transaction, job_id: str, lock: bool = False) -> Job:
     return job(row)
 
 
-def move(tx: Transaction, job_id: str, target: JobState, **fields: Any) -> Job:
+def move(tx: Transaction, job_id: str, target: JobState, *, open_tasks: bool = True, **fields: Any) -> Job:
     """Move the job to ``target`` if the life cycle allows it, setting ``fields`` too; entering
-    ``exporting`` creates its export tasks, and with no destination the job is ``done`` at once."""
+    ``exporting`` creates its export tasks (unless ``open_tasks`` is false: the caller has set
+    them up), and with no destination the job is ``done`` at once."""
     current = get(tx, job_id, lock=True)
     if target not in TRANSITIONS[current.state]:
         raise InvalidTransition(f"{job_id}: {current.state.value} -> {target.value} is not allowed")
@@ -54,7 +55,7 @@ def move(tx: Transaction, job_id: str, target: JobState, **fields: Any) -> Job:
     if target is JobState.EXPORTING:
         if not current.destinations:
             target = JobState.DONE
-        else:
+        elif open_tasks:
             open_export_tasks(tx, current, fresh=current.state is not JobState.FAILED,
                               attempt=int(fields.get("attempt", current.attempt)))
     if target in (JobState.DONE, JobState.FAILED):

@@ -142,6 +142,37 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX export_tasks_due ON export_tasks (destination, state, not_before)",
     ), _export_tasks_for_waiting_jobs),
+    Migration(4, "operators: the sender's address, intake pauses, service heartbeats, the audit log", (
+        "ALTER TABLE jobs ADD COLUMN calling_address TEXT NOT NULL DEFAULT ''",
+        # The dashboard asks for the jobs changed since its last look several times a second.
+        "CREATE INDEX jobs_updated ON jobs (updated_at)",
+        """CREATE TABLE intake_pauses (
+            ae_title  TEXT PRIMARY KEY,
+            paused_at {real} NOT NULL,
+            paused_by TEXT NOT NULL,
+            reason    TEXT NOT NULL
+        )""",
+        """CREATE TABLE services (
+            name       TEXT NOT NULL,
+            host       TEXT NOT NULL,
+            pid        INTEGER NOT NULL,
+            started_at {real} NOT NULL,
+            beat_at    {real} NOT NULL,
+            status     TEXT NOT NULL,
+            PRIMARY KEY (name, host)
+        )""",
+        """CREATE TABLE audit (
+            {row_id}
+            at       {real} NOT NULL,
+            username TEXT NOT NULL,
+            role     TEXT NOT NULL,
+            action   TEXT NOT NULL,
+            target   TEXT NOT NULL,
+            outcome  TEXT NOT NULL,
+            detail   TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_target ON audit (target)",
+    )),
 )
 
 #: The schema version this code writes.

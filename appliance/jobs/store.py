@@ -72,10 +72,15 @@ class JobStore:
         with self.db.transaction() as tx:
             return rows.get(tx, job_id)
 
-    def list_jobs(self, states: Iterable[JobState] | None = None, study_uid: str | None = None) -> list[Job]:
-        """Jobs, oldest first, optionally only those in ``states`` and/or of ``study_uid``."""
+    def list_jobs(self, states: Iterable[JobState] | None = None, study_uid: str | None = None,
+                  updated_since: float | None = None) -> list[Job]:
+        """Jobs, oldest first, optionally only those in ``states`` and/or of ``study_uid`` and/or
+        changed at or after ``updated_since`` (UNIX s)."""
         where: list[str] = []
         args: list[Any] = []
+        if updated_since is not None:
+            where.append("updated_at >= ?")
+            args.append(updated_since)
         if states is not None:
             wanted = [s.value for s in states]
             where.append(f"state IN ({','.join('?' * len(wanted))})")

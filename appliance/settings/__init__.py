@@ -1,7 +1,7 @@
 """Settings: one typed schema for the services' configuration file and for workflow files.
 
 * :mod:`~appliance.settings.config`: ``/etc/appliance/adapter.yaml``, read by the adapter, the
-  worker, the exporter and ``appliance jobs`` (:func:`load_config`).
+  worker, the exporter, the dashboard and ``appliance jobs`` (:func:`load_config`).
 * :mod:`~appliance.settings.workflow`: workflow files (:func:`load_workflow`).
 * :mod:`~appliance.settings.types`: the value types both share (strict numbers, AE titles, UIDs ...).
 * :mod:`~appliance.settings.source`: YAML to typed settings; every problem is reported at once as
@@ -23,9 +23,12 @@ values is an ``AfterValidator`` raising :func:`~appliance.settings.types.conflic
 """
 
 from appliance.settings.config import (
+    ROLES,
     AdapterConfig,
     AeTitleConfig,
     CompletionConfig,
+    DashboardConfig,
+    DashboardUser,
     DestinationConfig,
     DicomConfig,
     ExportConfig,
@@ -61,11 +64,14 @@ from appliance.settings.workflow import (
 )
 
 __all__ = [
+    "ROLES",
     "STAGES",
     "AdapterConfig",
     "AeTitleConfig",
     "CodedConcept",
     "CompletionConfig",
+    "DashboardConfig",
+    "DashboardUser",
     "Destination",
     "DestinationConfig",
     "DicomConfig",

@@ -1,4 +1,4 @@
-"""The services' configuration file (``/etc/appliance/adapter.yaml``): adapter, worker and exporter.
+"""The services' configuration file (``/etc/appliance/adapter.yaml``): adapter, worker, exporter, dashboard.
 
 The ``dicom:`` block is the one of Clara Deploy SDK 0.1.9's ``dicom-server-config.yaml``, accepted
 as written; the other blocks and the keys marked *new* are the appliance's own. The original file
@@ -363,10 +363,74 @@ class WorkerConfig:
                                                                              "stages may finish, in seconds")] = 30.0
 
 
+#: The dashboard's roles, least to most: viewers look, operators act on jobs and intake, admins also
+#: see the audit log.
+ROLES = ("viewer", "operator", "admin")
+
+
+def _argon2_hash(value: str) -> str:
+    # Only the encoded argon2 form is accepted: a plain password in the file must never work.
+    if not re.fullmatch(r"\$argon2(id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+", value):
+        raise conflict("must be an argon2 hash ($argon2id$v=19$m=...); make one with 'appliance dashboard-password'")
+    return value
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class DashboardUser:
+    """One person who may log in to the dashboard."""
+
+    name: Annotated[Name, Field(description="(new) login name")]
+    password_hash: Annotated[str, AfterValidator(_argon2_hash), Field(
+        description="(new) argon2 hash of the password (`appliance dashboard-password` makes one)")]
+    role: Annotated[Literal["viewer", "operator", "admin"], Field(
+        description="(new) viewer: sees jobs, health and results; operator: also retries, cancels, sends, "
+                    "pauses intake; admin: also reads the audit log")] = "viewer"
+
+
+def _tls_pair(key: Path | None, info: ValidationInfo) -> Path | None:
+    if (key is None) != (info.data.get("tls_certificate") is None):
+        raise conflict("tls-certificate and tls-key go together: give both (HTTPS) or neither (HTTP)")
+    return key
+
+
+def _below_warning(value: float, info: ValidationInfo) -> float:
+    if value > info.data.get("storage_warn_free_percent", 100):
+        raise conflict("must not be above storage-warn-free-percent")
+    return value
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
+class DashboardConfig:
+    """The operator's web dashboard and result viewer (``appliance dashboard``)."""
+
+    bind_address: Annotated[IpAddress, Field(description="(new) listening address")] = "127.0.0.1"
+    port: Annotated[Int, Field(ge=1, le=65535, description="(new) TCP port (HTTPS when a certificate is set)")] = 8443
+    tls_certificate: Annotated[FilePath | None, Field(
+        description="(new) PEM certificate chain; with tls-key the dashboard serves HTTPS only")] = None
+    tls_key: Annotated[FilePath | None, AfterValidator(_tls_pair), Field(
+        description="(new) PEM private key of the certificate")] = None
+    users: Annotated[tuple[DashboardUser, ...], unique("name", "user name"), Field(
+        description="(new) who may log in; the dashboard refuses to start without one")] = ()
+    session_minutes: Annotated[Number, Field(ge=1, le=10080, description="(new) a login ends after this many "
+                                                                       "minutes without a request")] = 480.0
+    cache_dir: Annotated[FilePath, Field(description="(new) previews and viewer volumes the dashboard makes; "
+                                                     "relative to storage.root")] = Path(".dashboard")
+    log_files: Annotated[tuple[FilePath, ...], Field(
+        description="(new) service log files a job's log lines are read from; empty: the systemd journal of "
+                    "the appliance's units")] = ()
+    storage_warn_free_percent: Annotated[Number, Field(ge=0, le=100, description="(new) storage root free space "
+                                                                              "below this shows a warning")] = 15.0
+    storage_min_free_percent: Annotated[Number, AfterValidator(_below_warning), Field(
+        ge=0, le=100, description="(new) free space below this is critical (kubelet's nodefs.available "
+                                  "eviction threshold by default)")] = 10.0
+
+
 @with_config(KEBAB_KEYS)
 @dataclass(frozen=True)
 class AdapterConfig:
-    """Everything the appliance's services (adapter, worker, exporter, ``jobs`` CLI) read from the file."""
+    """Everything the appliance's services (adapter, worker, exporter, dashboard, ``jobs`` CLI) read from the file."""
 
     dicom: Annotated[DicomConfig, Field(description="the original dicom-server-config.yaml block")]
     storage: Annotated[StorageConfig, AfterValidator(_local_database),
@@ -377,6 +441,8 @@ class AdapterConfig:
         default_factory=ExportConfig)
     worker: Annotated[WorkerConfig, Field(description="(new) the pipeline worker")] = field(
         default_factory=WorkerConfig)
+    dashboard: Annotated[DashboardConfig, Field(description="(new) the web dashboard")] = field(
+        default_factory=DashboardConfig)
 
 
 SCHEMA = TypeAdapter(AdapterConfig)

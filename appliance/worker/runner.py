@@ -11,7 +11,6 @@ files with an earlier run's.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import threading
@@ -19,20 +18,12 @@ from contextlib import AbstractContextManager
 
 from appliance.jobs import Job, LeaseLost, PipelineQueue
 from appliance.pipeline import Stage, StageContext, StageRecord, default_stages, run_stages
-from appliance.settings import TritonSettings, WorkerConfig, Workflow
+from appliance.settings import WorkerConfig, Workflow
 from appliance.storage import PayloadLayout
-from appliance.worker.catalog import UnknownWorkflow, WorkflowCatalog
 from appliance.worker.publish import PublishStage
+from appliance.workflows.catalog import UnknownWorkflow, WorkflowCatalog, triton_settings
 
 LOG = logging.getLogger(__name__)
-
-
-def triton_settings(workflow: Workflow, config: WorkerConfig) -> TritonSettings:
-    """The workflow's Triton settings with the URL ``worker.triton`` sets for its protocol, if any,
-    and the key file it names."""
-    own = workflow.inference.triton
-    url = config.triton.http_url if own.protocol == "http" else config.triton.grpc_url
-    return dataclasses.replace(own, url=url or own.url, key_file=config.triton.key_file or own.key_file)
 
 
 class JobRunner:

@@ -26,12 +26,12 @@ import threading
 import time
 
 from appliance import systemd
-from appliance.jobs import Heartbeat, Job, JobState, PipelineQueue, migrate, open_database, owner_id
+from appliance.jobs import Heartbeat, Job, JobState, PipelineQueue, control, migrate, open_database, owner_id
 from appliance.jobs.lock import StoreBusy, hold
 from appliance.settings import AdapterConfig
 from appliance.storage import PayloadLayout
-from appliance.worker.catalog import WorkflowCatalog
 from appliance.worker.runner import JobRunner
+from appliance.workflows.catalog import WorkflowCatalog
 
 LOG = logging.getLogger(__name__)
 
@@ -57,6 +57,12 @@ class Worker:
         self._threads_lock = threading.Lock()
         gate = threading.BoundedSemaphore(self.settings.max_concurrent_inference)
         self.runner = JobRunner(self.queue, self.layout, catalog, self.settings, gate)
+        self.status_beat = control.ServiceHeartbeat(self.db, "worker", self._status)
+
+    def _status(self) -> dict[str, object]:
+        with self._threads_lock:
+            running = sorted(self._jobs)
+        return {"running": running, "slots": self.settings.workers, "owner": self.queue.owner}
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to return (safe from signal handlers and other threads)."""
@@ -99,6 +105,7 @@ class Worker:
             with self._threads_lock:
                 for event in self._jobs.values():
                     event.set()
+            self.status_beat.stopped()
             finished = self._drain(self.settings.shutdown_grace_seconds)
             self.heartbeat.stop()
             if finished:
@@ -118,6 +125,7 @@ class Worker:
         while not self._stop.is_set():
             self._loop_pulse.beat()
             watchdog.tick(self.liveness)
+            self.status_beat.tick()
             if self.db.shared and time.monotonic() >= next_recovery:
                 next_recovery = time.monotonic() + self.lease / 2
                 try:

@@ -34,8 +34,8 @@ def test_defaults_and_example() -> None:
 
 def test_triton_key_file_reaches_every_workflow(tmp_path: Path) -> None:
     # worker.triton.key-file: the key of the server's restricted APIs, sent by every workflow's client.
-    from appliance.worker.runner import triton_settings
     from appliance.workflows import shipped_workflows
+    from appliance.workflows.catalog import triton_settings
 
     raw = _raw()
     raw["worker"] = {"triton": {"http-url": "127.0.0.1:18000", "key-file": str(tmp_path / "key")}}

@@ -41,7 +41,7 @@ def test_a_first_release_file_is_adopted(tmp_path: Path) -> None:
                    " version, created_at, updated_at) VALUES ('J-1', 'failed', 'OrganSeg', 'X', '1.2', 'OrganSeg',"
                    " '[]', 1, 1, 1), ('J-2', 'sending', 'OrganSeg', 'X', '1.3', 'OrganSeg', '[\"PACS\"]', 1, 1, 1)")
         db.execute("INSERT INTO stages (job_id, stage, status, detail, at) VALUES ('J-1', 'copy', 'ok', '', 2)")
-    assert "schema version 0, 3 migration(s) to apply at start" in status(path)
+    assert f"schema version 0, {SCHEMA_VERSION} migration(s) to apply at start" in status(path)
     with JobStore(path) as store:
         job = store.get("J-1")
         (stage,) = store.stages("J-1")
@@ -94,7 +94,7 @@ def test_check_reports_the_schema_and_creates_nothing(tmp_path: Path, target: st
     first, second = done.stdout.splitlines()
     assert first == f"{path}: OK (destinations: none)"
     if isinstance(target, str):
-        assert second.endswith("schema version 0, 3 migration(s) to apply at start"), second
+        assert second.endswith(f"schema version 0, {SCHEMA_VERSION} migration(s) to apply at start"), second
     else:
         assert "not created yet" in second and not Path(target).exists()
     JobStore(target).close()

@@ -87,8 +87,9 @@ def _commit_fails(db: Database) -> None:
     with db.transaction() as tx:
         if tx.dialect == "sqlite":
             tx.execute("CREATE TABLE nowhere (id TEXT PRIMARY KEY)")
-            tx.execute("CREATE TABLE audit (job_id TEXT REFERENCES nowhere(id) DEFERRABLE INITIALLY DEFERRED)")
-            tx.execute("CREATE TRIGGER audit_jobs AFTER INSERT ON jobs BEGIN INSERT INTO audit VALUES (NEW.id); END")
+            tx.execute("CREATE TABLE deferred_check (job_id TEXT REFERENCES nowhere(id) DEFERRABLE INITIALLY DEFERRED)")
+            tx.execute("CREATE TRIGGER audit_jobs AFTER INSERT ON jobs"
+                       " BEGIN INSERT INTO deferred_check VALUES (NEW.id); END")
         else:
             tx.execute("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$"
                        " LANGUAGE plpgsql")

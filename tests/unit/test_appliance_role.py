@@ -24,6 +24,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from appliance.settings import (
     AeTitleConfig,
+    DashboardUser,
     DestinationConfig,
     ScuTlsConfig,
     SettingsError,
@@ -38,7 +39,7 @@ DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 ROLE_VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
 #: Role variables that are lists of schema sections, and the section.
 NESTED = {"appliance_ae_titles": AeTitleConfig, "appliance_sources": SourceConfig,
-          "appliance_destinations": DestinationConfig}
+          "appliance_destinations": DestinationConfig, "appliance_dashboard_users": DashboardUser}
 #: Keys of the original SDK file that the role does not expose.
 NOT_EXPOSED = {"processors"}
 #: Nested options that are sections themselves (type dict), and the section.
@@ -137,6 +138,20 @@ def test_the_template_renders_tls_settings() -> None:
     assert parse_config(plain).dicom.scp.tls is None and parse_config(plain).dicom.scu.destinations[0].tls is None
 
 
+def test_the_template_renders_the_dashboard_block() -> None:
+    from appliance.dashboard.auth import hash_password
+
+    role_vars = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    users = [{"name": "olga", "role": "operator", "password_hash": hash_password("olga-secret")}]
+    base = {**role_vars, "appliance_destinations": ONE_DESTINATION,
+            "appliance_sources": [{"host_ip": "10.0.0.5", "ae_title": "ORTHANC"}]}
+    config = parse_config(_render(**base, appliance_dashboard_users=users))
+    assert [(u.name, u.role) for u in config.dashboard.users] == [("olga", "operator")]
+    assert (config.dashboard.port, config.dashboard.bind_address) == (8443, "0.0.0.0")
+    assert str(config.dashboard.tls_certificate) == "/etc/appliance/tls/dashboard.crt"  # the role's self-signed one
+    assert parse_config(_render(**base)).dashboard.users == ()
+
+
 def _preflight(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
     playbook = tmp_path / "preflight.yml"
     playbook.write_text(yaml.safe_dump([{
@@ -161,3 +176,57 @@ def test_the_role_stops_on_half_a_tls_pair(tmp_path: Path) -> None:
     assert refused.returncode != 0
     assert "TLS on the DICOM port needs both appliance_tls_certificate and appliance_tls_private_key" in (
         refused.stdout), refused.stdout
+
+
+def _run_ufw_script(state: str, rule_sets: list[dict[str, Any]], present: str) -> subprocess.CompletedProcess[str]:
+    """Run firewall.yml's plan script as the role does: the rule sets as JSON, `ufw show added` on stdin."""
+    tasks = yaml.safe_load((ROLE / "tasks" / "firewall.yml").read_text())
+    script = next(t["vars"]["__appliance_ufw_script"] for t in tasks if "vars" in t)
+    return subprocess.run([sys.executable, "-c", script, state, json.dumps(rule_sets)], input=present,
+                          capture_output=True, text=True, check=False)
+
+
+def _ufw_plan(state: str, rule_sets: list[dict[str, Any]], present: str) -> dict[str, list[dict[str, str]]]:
+    done = _run_ufw_script(state, rule_sets, present)
+    assert done.returncode == 0, done.stderr
+    plan: dict[str, list[dict[str, str]]] = json.loads(done.stdout)
+    return plan
+
+
+FIREWALL_SETS = [
+    {"variable": "appliance_firewall_allow_from", "comment": "appliance DICOM SCP", "port": "104",
+     "from": ["10.11.2.0/16"]},
+    {"variable": "appliance_dashboard_allow_from", "comment": "appliance dashboard", "port": "8443",
+     "from": ["192.168.1.7/32"]},
+]
+UFW_ADDED = """Added user rules (see 'ufw status' for running firewall):
+ufw allow from 10.99.0.0/16 to any port 22 proto tcp comment 'operator ssh'
+ufw allow from 10.11.0.0/16 to any port 104 proto tcp comment 'appliance DICOM SCP'
+ufw allow from 10.12.0.0/16 to any port 104 proto tcp comment 'appliance DICOM SCP'
+ufw allow 8443/tcp comment 'appliance dashboard'
+"""
+
+
+def test_the_firewall_plan_reconciles_the_dicom_and_dashboard_rules() -> None:
+    plan = _ufw_plan("present", FIREWALL_SETS, UFW_ADDED)
+    # Wanted networks as ufw stores them; the operator's rule is never in the plan.
+    assert plan["add"] == [
+        {"from": "10.11.0.0/16", "port": "104", "comment": "appliance DICOM SCP"},
+        {"from": "192.168.1.7", "port": "8443", "comment": "appliance dashboard"}]
+    assert plan["delete"] == [
+        {"from": "10.12.0.0/16", "port": "104", "comment": "appliance DICOM SCP"},
+        {"from": "any", "port": "8443", "comment": "appliance dashboard"}]
+
+
+def test_the_firewall_plan_deletes_every_rule_of_the_role_when_absent() -> None:
+    plan = _ufw_plan("absent", FIREWALL_SETS, UFW_ADDED)
+    assert plan["add"] == []
+    assert {r["comment"] for r in plan["delete"]} == {"appliance DICOM SCP", "appliance dashboard"}
+    assert len(plan["delete"]) == 3
+
+
+def test_the_firewall_plan_refuses_what_is_no_network() -> None:
+    sets = [{**FIREWALL_SETS[1], "from": ["dashboard.example"]}]
+    done = _run_ufw_script("present", sets, "")
+    assert done.returncode != 0
+    assert "appliance_dashboard_allow_from: 'dashboard.example' is neither" in done.stderr

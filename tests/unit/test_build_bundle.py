@@ -80,3 +80,12 @@ def test_the_key_follows_the_sources_and_the_target(bundle: ModuleType, tmp_path
     assert key != bundle.bundle_key(tmp_path, "3.10", "x86_64", ["cpu-serving"])
     (tmp_path / "appliance" / "a.py").write_text("x = 2\n")
     assert key != bundle.bundle_key(tmp_path, "3.12", "x86_64", ["cpu-serving"])
+
+
+def test_the_package_data_is_in_the_sources(bundle: ModuleType) -> None:
+    """The wheel gets what pyproject's package-data names: workflows, the dashboard's pages and viewer."""
+    names = {str(p.relative_to(REPO)) for p in bundle.source_files(REPO)}
+    for expected in ("appliance/workflows/definitions/organseg.yaml", "appliance/dashboard/templates/job.html",
+                     "appliance/dashboard/static/viewer.js", "appliance/dashboard/static/vendor/niivue/niivue.umd.js",
+                     "appliance/dashboard/static/vendor/niivue/LICENSE"):
+        assert expected in names, expected

@@ -31,8 +31,8 @@ def test_configs_valid(host) -> None:  # type: ignore[no-untyped-def]
 
 APPLIANCE = "/opt/appliance/venv/bin/appliance"
 CONFIG = "/etc/appliance/adapter.yaml"
-#: The appliance's services: DICOM in, the pipeline, DICOM out.
-APPLIANCE_UNITS = ("appliance-adapter", "appliance-worker", "appliance-exporter")
+#: The appliance's services: DICOM in, the pipeline, DICOM out, and the dashboard.
+APPLIANCE_UNITS = ("appliance-adapter", "appliance-worker", "appliance-exporter", "appliance-dashboard")
 NO_APPLIANCE_WHY = ("Ubuntu 26.04 ships Python 3.14: highdicom's pyjpegls and the Triton Python-backend stub "
                     "have no builds for it yet, so the sandbox choices skip triton and appliance there")
 
@@ -58,6 +58,7 @@ def test_services_run_as_the_service_user(appliance_host) -> None:  # type: igno
 
 def test_ports_listening(appliance_host) -> None:  # type: ignore[no-untyped-def]
     assert appliance_host.socket("tcp://0.0.0.0:104").is_listening
+    assert appliance_host.socket("tcp://0.0.0.0:8443").is_listening  # the dashboard (HTTPS)
     for port in (8000, 8001, 8002):
         assert appliance_host.socket(f"tcp://127.0.0.1:{port}").is_listening
         # Triton answers the local worker only.
@@ -114,3 +115,26 @@ def test_restart_mid_study_loses_nothing_acknowledged(appliance_host, tmp_path) 
     on_disk = sum(int(appliance_host.check_output(f"ls /var/lib/appliance/payloads/{job['id']}/input | wc -l"))
                   for job in jobs)
     assert on_disk == 40, jobs
+
+
+def test_dashboard_over_https_with_a_login(appliance_host, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """From this machine (the only network the inventory opens it to): the role's certificate names
+    the host's address, the login form works, and the jobs list shows the round trip's job."""
+    import httpx2
+
+    container = appliance_host.backend.get_hostname()
+    address = roundtrip.container_ip(container)
+    certificate = tmp_path / "dashboard.crt"
+    certificate.write_text(appliance_host.file("/etc/appliance/tls/dashboard.crt").content_string)
+    with httpx2.Client(base_url=f"https://{address}:8443", verify=str(certificate), timeout=30) as client:
+        with pytest.raises(httpx2.HTTPError):
+            httpx2.get(f"http://{address}:8443/login", timeout=5).raise_for_status()  # HTTPS only
+        page = client.get("/login")
+        assert page.status_code == 200 and "content-security-policy" in page.headers
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        done = client.post("/login", data={"user": "operator", "password": "sandbox-demo", "login_token": token,
+                                           "next": "/"}, headers={"Origin": f"https://{address}:8443"})
+        assert done.status_code == 303 and "Secure" in done.headers["set-cookie"], done.text
+        jobs = client.get("/")
+        assert jobs.status_code == 200 and "operator" in jobs.text and 'id="jobs"' in jobs.text
+        assert client.get("/healthz").json() == {"status": "ok"}

@@ -33,19 +33,32 @@ from collections import deque
 from email.parser import Parser
 from pathlib import Path
 
+import tomllib
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-# The files that make the package; anything else in the checkout does not change the bundle.
-SOURCE_GLOBS = ("pyproject.toml", "appliance/**/*.py", "appliance/**/*.yaml")
+# The files that make the package (with its data files, from pyproject.toml's package-data);
+# anything else in the checkout does not change the bundle.
+SOURCE_GLOBS = ("pyproject.toml", "appliance/**/*.py")
 # manylinux tags up to glibc 2.35 (Ubuntu 22.04, the oldest supported release).
 GLIBC_MINORS = range(17, 36)
 
 
+def source_globs(source: Path) -> list[str]:
+    """:data:`SOURCE_GLOBS` and the package-data patterns of ``source``'s pyproject.toml (workflow
+    files, the dashboard's templates and static files): a data file left out would be missing on
+    the hosts."""
+    project = tomllib.loads((source / "pyproject.toml").read_text())
+    data = project.get("tool", {}).get("setuptools", {}).get("package-data", {})
+    return [*SOURCE_GLOBS, *(f"{package.replace('.', '/')}/{pattern}" for package, patterns in data.items()
+                             for pattern in patterns)]
+
+
 def source_files(source: Path) -> list[Path]:
     """The package's files under ``source``, sorted, without caches."""
-    found = {p for pattern in SOURCE_GLOBS for p in source.glob(pattern) if "__pycache__" not in p.parts}
+    found = {p for pattern in source_globs(source) for p in source.glob(pattern)
+             if p.is_file() and "__pycache__" not in p.parts}
     return sorted(found)
 
 

@@ -1,4 +1,6 @@
-"""Which workflow a job runs: the shipped definitions plus an optional folder of workflow files.
+"""Which workflow a job runs: the shipped definitions plus an optional folder of workflow files
+(``worker.workflows-dir``). The worker resolves jobs with it; the dashboard finds the models to
+health-check with it.
 
 A job carries a workflow *name* (from its AE title's ``workflow`` in the adapter configuration).
 Names resolve exactly (case-sensitive) against the workflows in ``worker.workflows-dir`` first,
@@ -8,12 +10,13 @@ giving its own file the same ``name``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.settings import AeTitleConfig, SettingsError, Workflow, load_workflow
+from appliance.settings import AeTitleConfig, SettingsError, TritonSettings, WorkerConfig, Workflow, load_workflow
 from appliance.settings.source import Loc
 from appliance.workflows import shipped_workflows
 
@@ -75,3 +78,11 @@ class WorkflowCatalog:
             except UnknownWorkflow as exc:
                 problems.append((("dicom", "scp", "ae-titles", i, "workflow"), str(exc)))
         return problems
+
+
+def triton_settings(workflow: Workflow, config: WorkerConfig) -> TritonSettings:
+    """The workflow's Triton settings with the URL ``worker.triton`` sets for its protocol, if any,
+    and the key file it names."""
+    own = workflow.inference.triton
+    url = config.triton.http_url if own.protocol == "http" else config.triton.grpc_url
+    return dataclasses.replace(own, url=url or own.url, key_file=config.triton.key_file or own.key_file)
