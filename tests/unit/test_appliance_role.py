@@ -73,10 +73,19 @@ JINJA.filters.update(to_json=json.dumps, bool=bool, dirname=os.path.dirname)
 
 def _variables(**overrides: Any) -> dict[str, Any]:
     """The role's defaults with ``overrides``, their templates resolved."""
-    values: dict[str, Any] = {**DEFAULTS, **overrides, "role_path": str(ROLE)}
+    facts = {"distribution_release": "noble", "architecture": "x86_64"}
+    values: dict[str, Any] = {**DEFAULTS, "ansible_facts": facts, **overrides, "role_path": str(ROLE)}
     for _ in range(5):  # defaults refer to each other a few levels deep
         values = {k: JINJA.from_string(v).render(values) if isinstance(v, str) else v for k, v in values.items()}
     return values
+
+
+def test_releases_with_too_new_a_python_get_another_releases_by_default() -> None:
+    for codename, python in [("jammy", "/usr/bin/python3"), ("noble", "/usr/bin/python3"),
+                             ("resolute", "/usr/bin/python3.12")]:
+        facts = {"distribution_release": codename, "architecture": "x86_64"}
+        assert _variables(ansible_facts=facts)["appliance_python"] == python
+    assert "3.12" in DEFAULTS["appliance_supported_python"] and "3.13" not in DEFAULTS["appliance_supported_python"]
 
 
 def _render(**overrides: Any) -> Any:
