@@ -4,7 +4,7 @@ Commands:
   engine start|stop|status   the private Docker engine (started only when none is reachable)
   images [VERSION ...]       build or reuse the Ubuntu test-host images (default: all)
   env                        print ``export`` lines for DOCKER_HOST and the molecule variables
-  sandbox up|down            the local Ubuntu 24.04 host of inventory/sandbox
+  sandbox up|down            the local Ubuntu host of inventory/sandbox (24.04, or $HARNESS_RELEASE)
   roundtrip [--container NAME] [--ae AE]
                              push a new phantom CT study into the host's DICOM port from here and
                              wait for its DICOM SEG on this machine (storescp, port 11112)

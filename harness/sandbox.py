@@ -1,4 +1,7 @@
-"""The local throwaway Ubuntu 24.04 host behind ``inventory/sandbox`` (a systemd container).
+"""The local throwaway Ubuntu host behind ``inventory/sandbox`` (a systemd container).
+
+Ubuntu 24.04 unless the environment variable ``HARNESS_RELEASE`` names another release of
+:data:`harness.images.RELEASES` (``HARNESS_RELEASE=26.04 ./scripts/demo``).
 
 It runs like a molecule platform (see .config/molecule/config.yml): privileged, host cgroup
 namespace, tmpfs /run, systemd as PID 1; Docker's and containerd's stores are volumes because
@@ -7,13 +10,15 @@ overlay-on-overlay fails for a Docker engine inside it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
 from harness import cgroups, images
 
 NAME = "appliance-sandbox"
-VERSION = "24.04"
+VERSION = os.environ.get("HARNESS_RELEASE", "24.04")
+IMAGE = f"{images.REPOSITORY}:{VERSION}"
 STORES = {"docker": "/var/lib/docker", "containerd": "/var/lib/containerd"}
 
 
@@ -23,10 +28,12 @@ def _volume(store: str) -> str:
 
 def up(boot_timeout: float = 120.0) -> str:
     """Start the sandbox (or keep the running one), wait for systemd, and return its IP address."""
-    running = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", NAME],
+    if VERSION not in images.RELEASES:
+        raise SystemExit(f"harness: HARNESS_RELEASE={VERSION!r} is none of {', '.join(images.RELEASES)}")
+    running = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}} {{.Config.Image}}", NAME],
                              capture_output=True, text=True, check=False).stdout.strip()
-    if running != "true":
-        subprocess.run(["docker", "rm", "-f", NAME], capture_output=True, check=False)
+    if running != f"true {IMAGE}":  # not running, or running another release: start afresh
+        down()
         cgroup = "/sys/fs/cgroup" if VERSION != "26.04" else cgroups.v2_only_source()
         cmd = ["docker", "run", "-d", "--name", NAME, "--hostname", NAME, "--privileged",
                "--cgroupns=host", "-v", f"{cgroup}:/sys/fs/cgroup:rw", "--tmpfs", "/run",
@@ -35,7 +42,7 @@ def up(boot_timeout: float = 120.0) -> str:
                "--shm-size", "1g"]
         for store, path in STORES.items():
             cmd += ["-v", f"{_volume(store)}:{path}"]
-        subprocess.run([*cmd, f"{images.REPOSITORY}:{VERSION}", "/sbin/init"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*cmd, IMAGE, "/sbin/init"], check=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + boot_timeout
     state = ""
     while time.monotonic() < deadline:

@@ -36,7 +36,10 @@ REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "appliance"
 SPECS = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-ROLE_VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+# The role's internal variables the template reads (the Python apt source ones evaluate to dicts,
+# which this plain-text rendering cannot produce; the template does not use them).
+ROLE_VARS = {k: v for k, v in yaml.safe_load((ROLE / "vars" / "main.yml").read_text()).items()
+             if not k.startswith("__appliance_python")}
 #: Role variables that are lists of schema sections, and the section.
 NESTED = {"appliance_ae_titles": AeTitleConfig, "appliance_sources": SourceConfig,
           "appliance_destinations": DestinationConfig, "appliance_dashboard_users": DashboardUser}
@@ -91,10 +94,19 @@ JINJA.filters.update(to_json=json.dumps, bool=bool, dirname=os.path.dirname)
 
 def _variables(**overrides: Any) -> dict[str, Any]:
     """The role's defaults with ``overrides``, their templates resolved."""
-    values: dict[str, Any] = {**DEFAULTS, **ROLE_VARS, **overrides, "role_path": str(ROLE)}
+    facts = {"distribution_release": "noble", "architecture": "x86_64"}
+    values: dict[str, Any] = {**DEFAULTS, **ROLE_VARS, "ansible_facts": facts, **overrides, "role_path": str(ROLE)}
     for _ in range(5):  # defaults refer to each other a few levels deep
         values = {k: JINJA.from_string(v).render(values) if isinstance(v, str) else v for k, v in values.items()}
     return values
+
+
+def test_releases_with_too_new_a_python_get_another_releases_by_default() -> None:
+    for codename, python in [("jammy", "/usr/bin/python3"), ("noble", "/usr/bin/python3"),
+                             ("resolute", "/usr/bin/python3.12")]:
+        facts = {"distribution_release": codename, "architecture": "x86_64"}
+        assert _variables(ansible_facts=facts)["appliance_python"] == python
+    assert "3.12" in DEFAULTS["appliance_supported_python"] and "3.13" not in DEFAULTS["appliance_supported_python"]
 
 
 def _render(**overrides: Any) -> Any:
@@ -141,9 +153,8 @@ def test_the_template_renders_tls_settings() -> None:
 def test_the_template_renders_the_dashboard_block() -> None:
     from appliance.dashboard.auth import hash_password
 
-    role_vars = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
     users = [{"name": "olga", "role": "operator", "password_hash": hash_password("olga-secret")}]
-    base = {**role_vars, "appliance_destinations": ONE_DESTINATION,
+    base = {"appliance_destinations": ONE_DESTINATION,
             "appliance_sources": [{"host_ip": "10.0.0.5", "ae_title": "ORTHANC"}]}
     config = parse_config(_render(**base, appliance_dashboard_users=users))
     assert [(u.name, u.role) for u in config.dashboard.users] == [("olga", "operator")]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import cgroups, engine, images, loopdevs
+from harness import cgroups, engine, hostchecks, images, loopdevs
 
 
 def test_image_keys_are_stable_and_distinct() -> None:
@@ -68,3 +68,17 @@ def test_loop_nodes_created(tmp_path: Path) -> None:
     (tmp_path / "loop0").touch()  # an existing node is left alone
     assert loopdevs.ensure_nodes(3, tmp_path) == 2
     assert (tmp_path / "loop2").is_block_device() and os.major((tmp_path / "loop2").stat().st_rdev) == 7
+
+
+def test_packages_and_lists_of_another_release_are_found() -> None:
+    apt_list = "\n".join([
+        "Listing...",
+        "python3.12/noble-updates,noble-security,now 3.12.3-1ubuntu0.17 amd64 [installed]",
+        "libc6/resolute-updates,resolute-security,now 2.43-2ubuntu2.7 amd64 [installed]",
+        "appliance-test-orphan/now 1.0 all [installed,local]",
+    ])
+    assert hostchecks.other_release_packages(apt_list, "resolute") == ["python3.12"]
+    assert hostchecks.other_release_packages(apt_list, "noble") == ["libc6"]
+    lists = ["archive.ubuntu.com_ubuntu_dists_noble-updates_InRelease", "lock", "partial",
+             "archive.ubuntu.com_ubuntu_dists_resolute_main_binary-amd64_Packages"]
+    assert hostchecks.apt_lists_of_other_releases(lists, "resolute") == [lists[0]]

@@ -17,6 +17,8 @@ import re
 
 import pytest
 
+from harness.hostchecks import apt_lists_of_other_releases, other_release_packages
+
 SECTIONS = ["packages", "units", "etc", "holds", "users", "groups", "ports", "places"]
 RECORD = "/var/tmp/uninstall"
 # Installed by an apt hook during site.yml (as unattended-upgrades installs a kernel while a play
@@ -32,10 +34,6 @@ ROLE_COMMENT = "comment 'appliance DICOM SCP'"
 # it is in every snapshot. The image and container stores (/var/lib/docker, /var/lib/containerd) are
 # volumes the test hosts have from the start.
 APPLIANCE_DATA = "/var/lib/appliance"
-NO_APPLIANCE_WHY = (
-    "Ubuntu 26.04 ships Python 3.14: the sandbox choices skip triton and appliance there, "
-    "so there is no appliance data to keep"
-)
 
 
 def _sections(text: str) -> dict[str, list[str]]:
@@ -52,17 +50,6 @@ def _sections(text: str) -> dict[str, list[str]]:
 
 def _diff(before: list[str], after: list[str], label: str) -> list[str]:
     return list(difflib.unified_diff(before, after, "before site.yml", label, lineterm="", n=0))[2:]
-
-
-def _appliance_installed(host) -> bool:  # type: ignore[no-untyped-def]
-    return bool(host.system_info.release != "26.04")
-
-
-@pytest.fixture()
-def appliance_host(host):  # type: ignore[no-untyped-def]
-    if not _appliance_installed(host):
-        pytest.skip(NO_APPLIANCE_WHY)
-    return host
 
 
 @pytest.mark.parametrize("section", SECTIONS)
@@ -96,10 +83,18 @@ def test_what_was_there_before_site_yml_stays(host) -> None:  # type: ignore[no-
     assert not host.file("/etc/appliance/adapter.yaml").exists
 
 
-def test_unrequested_package_is_not_claimed(appliance_host) -> None:  # type: ignore[no-untyped-def]
+def test_no_trace_of_another_releases_apt_source(host) -> None:  # type: ignore[no-untyped-def]
+    # 26.04 got 24.04's Python through a pinned apt source: its files, lists and packages are gone.
+    codename = host.system_info.codename
+    assert host.run("ls /etc/apt/sources.list.d/appliance-python-* /etc/apt/preferences.d/appliance-python-*").rc != 0
+    assert apt_lists_of_other_releases(host.check_output("ls /var/lib/apt/lists").split(), codename) == []
+    assert other_release_packages(host.check_output("apt list --installed 2>/dev/null"), codename) == []
+
+
+def test_unrequested_package_is_not_claimed(host) -> None:  # type: ignore[no-untyped-def]
     # The hook fired during site.yml's first package install (the appliance's virtualenv packages).
-    assert appliance_host.file("/var/tmp/appliance-test-unrequested.done").exists
-    assert appliance_host.package(UNREQUESTED).is_installed
+    assert host.file("/var/tmp/appliance-test-unrequested.done").exists
+    assert host.package(UNREQUESTED).is_installed
 
 
 def test_firewall_follows_the_allowed_networks(host) -> None:  # type: ignore[no-untyped-def]
@@ -119,10 +114,10 @@ def test_kept_image_blobs_intact(host) -> None:  # type: ignore[no-untyped-def]
     assert host.file(f"{RECORD}/blobs.check").content_string.strip() == "exit 0"
 
 
-def test_kept_appliance_data_intact(appliance_host) -> None:  # type: ignore[no-untyped-def]
-    recorded = appliance_host.file(f"{RECORD}/appliance-data.sha256").content_string
+def test_kept_appliance_data_intact(host) -> None:  # type: ignore[no-untyped-def]
+    recorded = host.file(f"{RECORD}/appliance-data.sha256").content_string
     assert "payloads/kept-by-uninstall/notes.txt" in recorded and "instance-3.dcm" in recorded
-    check = _sections(appliance_host.file(f"{RECORD}/appliance-data.check").content_string)
+    check = _sections(host.file(f"{RECORD}/appliance-data.check").content_string)
     # checksums: every file; owners: type, numeric owner, mode and link target of every entry (the
     # service user is gone, its IDs stay); jobs: the job store's rows (its files change by design).
     for what in ("checksums", "owners", "jobs"):
@@ -136,12 +131,9 @@ def test_summary_names_the_kept_data_with_sizes(host) -> None:  # type: ignore[n
     assert left == "Nothing that site.yml installs is left."
     # The engines' stores are theirs, not site.yml's data.
     assert kept.startswith("Kept: ") and "/var/lib/containerd" not in kept and "/var/lib/docker" not in kept, kept
-    if not _appliance_installed(host):
-        assert re.fullmatch(rf"Kept: {APPLIANCE_DATA} [0-9.]+ \w+ \([0-9]+ bytes\)", kept), kept
-    else:
-        size = int(host.file(f"{RECORD}/appliance-data.du").content_string.split()[0])
-        assert size > 900_000  # the three instances written before the uninstall
-        assert re.search(rf"{APPLIANCE_DATA} [0-9.]+ \w+ \({size} bytes\)", kept), kept
+    size = int(host.file(f"{RECORD}/appliance-data.du").content_string.split()[0])
+    assert size > 900_000  # the three instances written before the uninstall
+    assert re.search(rf"{APPLIANCE_DATA} [0-9.]+ \w+ \({size} bytes\)", kept), kept
 
 
 def test_purge_deleted_the_appliance_data_not_the_engines(host) -> None:  # type: ignore[no-untyped-def]
@@ -159,9 +151,8 @@ def test_purge_deleted_the_appliance_data_not_the_engines(host) -> None:  # type
     assert "the preflight facts (" in removed and "Docker" not in removed and "containerd" not in removed
     assert deleted.startswith("Deleted (purge_data=true): ")
     assert "/var/lib/containerd" not in deleted and "/var/lib/docker" not in deleted
-    if _appliance_installed(host):
-        # The interrupted run had installed Triton, with the appliance's virtualenv, but not the appliance.
-        assert "Triton (/etc/systemd/system/triton.service, /var/lib/triton)" in removed, removed
-        assert "the appliance services (/opt/appliance)" in removed, removed
-        size = purge["bytes_before"][APPLIANCE_DATA]
-        assert re.search(rf"{APPLIANCE_DATA} [0-9.]+ \w+ \({size} bytes\)", deleted), deleted
+    # The interrupted run had installed Triton, with the appliance's virtualenv, but not the appliance.
+    assert "Triton (/etc/systemd/system/triton.service, /var/lib/triton)" in removed, removed
+    assert "the appliance services (/opt/appliance)" in removed, removed
+    size = purge["bytes_before"][APPLIANCE_DATA]
+    assert re.search(rf"{APPLIANCE_DATA} [0-9.]+ \w+ \({size} bytes\)", deleted), deleted
