@@ -18,7 +18,9 @@ Superior, which is how a head-first supine axial series is stored.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +71,8 @@ class GeometryReport:
 
 @dataclass(frozen=True)
 class SeriesVolume:
-    """The volume in HU (float32, indexed [slice, row, column]) with geometry and slice order."""
+    """The volume in HU (float32 or int16, see :func:`build_volume`; indexed [slice, row, column]) with
+    geometry and slice order."""
 
     image: sitk.Image
     files: tuple[Path, ...]
@@ -227,8 +230,9 @@ def _pixels(ds: Dataset, path: Path) -> npt.NDArray[np.generic]:
     return pixels
 
 
-def _hu(plane: _Plane, decoded: dict[int, npt.NDArray[np.generic]]) -> npt.NDArray[np.float32]:
-    """The plane in HU; ``decoded`` caches each multi-frame instance's frames (by dataset id)."""
+def _hu(plane: _Plane, decoded: dict[int, npt.NDArray[np.generic]], out: npt.NDArray[np.float32 | np.int16]) -> None:
+    """The plane in HU into ``out`` (float32, or int16 rounded and clipped); ``decoded`` caches a
+    multi-frame instance's frames (by dataset id)."""
     if plane.frame is None:
         pixels = _pixels(plane.ds, plane.path)
         if pixels.ndim != 2:
@@ -239,12 +243,24 @@ def _hu(plane: _Plane, decoded: dict[int, npt.NDArray[np.generic]]) -> npt.NDArr
             frames = _pixels(plane.ds, plane.path)
             decoded[key] = frames if frames.ndim == 3 else frames[np.newaxis]
         pixels = decoded[key][plane.frame]
+    if pixels.shape != out.shape:
+        raise CorruptSeriesError(f"{plane.name}: {pixels.shape[0]} x {pixels.shape[1]} pixels where the series' "
+                                 f"first plane has {out.shape[0]} x {out.shape[1]}")
     # Per plane: scanners may vary the rescale from slice to slice.
-    return (pixels.astype(np.float32) * np.float32(plane.slope) + np.float32(plane.intercept)).astype(np.float32)
+    hu = pixels.astype(np.float32) * np.float32(plane.slope) + np.float32(plane.intercept)
+    if out.dtype == np.int16:
+        np.rint(hu, out=hu)
+        np.clip(hu, -32768, 32767, out=hu)
+    out[...] = hu
 
 
-def build_volume(paths: list[Path]) -> SeriesVolume:
+def build_volume(paths: list[Path], dtype: type[np.float32] | type[np.int16] = np.float32) -> SeriesVolume:
     """Read ``paths`` (one series: single-frame instances, or one multi-frame instance) into a HU volume.
+
+    ``dtype``: float32 HU (default), or int16 HU rounded to the nearest integer and clipped, which
+    the reader stage writes (half the memory, and no float copy of the whole volume). Single-frame
+    instances are decoded on a thread per core: numpy and the JPEG decoders release the GIL for
+    most of a slice.
 
     Raises:
         SeriesSelectionError: several multi-frame instances, frames at repeated positions (e.g. a
@@ -291,8 +307,18 @@ def build_volume(paths: list[Path]) -> SeriesVolume:
         thickness = float(first.ds.get("SliceThickness", 1.0) or 1.0)
         report = GeometryReport(1, (report.spacing_mm[0], report.spacing_mm[1], thickness))
     decoded: dict[int, npt.NDArray[np.generic]] = {}
-    volume = np.stack([_hu(planes[i], decoded) for i in order])
+    rows, columns = int(first.ds.Rows), int(first.ds.Columns)
+    volume = np.empty((len(planes), rows, columns), dtype)
+    jobs = [(planes[i], volume[k]) for k, i in enumerate(order)]
+    if multiframe:  # one instance, decoded once into ``decoded``
+        for plane, out in jobs:
+            _hu(plane, decoded, out)
+    else:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            for _ in pool.map(lambda job: _hu(job[0], decoded, job[1]), jobs):
+                pass
     image = sitk.GetImageFromArray(volume)
+    del volume
     image.SetSpacing(report.spacing_mm)
     image.SetOrigin(tuple(float(v) for v in positions[0]))
     image.SetDirection(tuple(float(v) for v in np.stack([row, col, normal], axis=1).ravel()))

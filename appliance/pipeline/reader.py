@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pydicom
 
 from appliance.pipeline.errors import GeometryError
@@ -48,7 +49,7 @@ def read_series(input_dir: Path, settings: ReaderSettings, out_dir: Path) -> Rea
     """
     selection = select_series(scan_series(input_dir), settings.series, where=str(input_dir))
     candidate = selection.candidate
-    volume = build_volume(candidate.files)
+    volume = build_volume(candidate.files, np.int16)
     if volume.report.warnings and settings.geometry == "error":
         raise GeometryError(f"series {candidate.uid}: " + "; ".join(volume.report.warnings))
     out_dir.mkdir(parents=True, exist_ok=True)
