@@ -1,7 +1,7 @@
 """Inference stage: preprocess to the model grid, run the model on Triton, labels back on the image grid.
 
 Files written under ``payload/inference/``: ``labels.mha`` (uint8 class indices on the
-image grid, compressed MetaImage) and ``inference.json`` (timings in seconds, grids).
+image grid, uncompressed MetaImage) and ``inference.json`` (timings in seconds, grids).
 """
 
 # SimpleITK ships py.typed but its SWIG bindings have no annotations: allow calling them.
@@ -140,7 +140,8 @@ def run_inference(volume: Path, model: ModelSpec, settings: InferenceSettings, o
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LABELS_FILE
     t = time.perf_counter()
-    sitk.WriteImage(seg.labels, str(path), useCompression=True)
+    # Uncompressed: the writer reads it back on the same host, and zlib cost more than the disk it saved.
+    sitk.WriteImage(seg.labels, str(path), useCompression=False)
     seg.timings["write_s"] = time.perf_counter() - t
     (out_dir / "inference.json").write_text(json.dumps({
         "model": model.name,

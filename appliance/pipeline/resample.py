@@ -66,8 +66,9 @@ def to_model_grid(image: sitk.Image, reference: sitk.Image, clip_hu: tuple[float
 
     Voxels outside the source volume get ``clip_hu[0]`` (air).
     """
-    resampled = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(),
-                              sitk.sitkLinear, float(clip_hu[0]), sitk.sitkFloat32)
+    # Interpolation runs in double whatever the input type: no float copy of the whole volume first.
+    resampled = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, float(clip_hu[0]),
+                              sitk.sitkFloat32)
     array = sitk.GetArrayFromImage(resampled)
     np.clip(array, clip_hu[0], clip_hu[1], out=array)
     return np.ascontiguousarray(array, dtype=np.float32)
