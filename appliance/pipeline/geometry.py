@@ -31,7 +31,7 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
 from appliance.dicomnet.syntaxes import decodable
-from appliance.pipeline.errors import CorruptSeriesError, SeriesSelectionError
+from appliance.pipeline.errors import CorruptSeriesError, SeriesSelectionError, SeriesTooLargeError
 
 # Tolerances: positions in DICOM are often rounded to 0.01 mm; cosines to 1e-6.
 _ORIENTATION_TOL = 1e-4
@@ -254,13 +254,15 @@ def _hu(plane: _Plane, decoded: dict[int, npt.NDArray[np.generic]], out: npt.NDA
     out[...] = hu
 
 
-def build_volume(paths: list[Path], dtype: type[np.float32] | type[np.int16] = np.float32) -> SeriesVolume:
+def build_volume(paths: list[Path], dtype: type[np.float32] | type[np.int16] = np.float32,
+                 max_voxels: int | None = None) -> SeriesVolume:
     """Read ``paths`` (one series: single-frame instances, or one multi-frame instance) into a HU volume.
 
     ``dtype``: float32 HU (default), or int16 HU rounded to the nearest integer and clipped, which
     the reader stage writes (half the memory, and no float copy of the whole volume). Single-frame
     instances are decoded on a thread per core: numpy and the JPEG decoders release the GIL for
-    most of a slice.
+    most of a slice. ``max_voxels``: a larger volume raises :class:`SeriesTooLargeError` before any
+    pixel is decoded.
 
     Raises:
         SeriesSelectionError: several multi-frame instances, frames at repeated positions (e.g. a
@@ -269,6 +271,7 @@ def build_volume(paths: list[Path], dtype: type[np.float32] | type[np.int16] = n
             a localizer, is left out with a note.)
         CorruptSeriesError: unreadable file, missing geometry, a transfer syntax the reader does
             not decode, or two slices at the same position.
+        SeriesTooLargeError: more than ``max_voxels`` voxels.
     """
     planes: list[_Plane] = []
     multiframe = 0
@@ -308,6 +311,10 @@ def build_volume(paths: list[Path], dtype: type[np.float32] | type[np.int16] = n
         report = GeometryReport(1, (report.spacing_mm[0], report.spacing_mm[1], thickness))
     decoded: dict[int, npt.NDArray[np.generic]] = {}
     rows, columns = int(first.ds.Rows), int(first.ds.Columns)
+    if max_voxels is not None and len(planes) * rows * columns > max_voxels:
+        raise SeriesTooLargeError(f"{len(planes)} images of {rows} x {columns} are {len(planes) * rows * columns:,} "
+                                  f"voxels, more than the {max_voxels:,} a job may hold; raise "
+                                  "worker.memory-per-job-mb (docs/pipeline.md, memory)")
     volume = np.empty((len(planes), rows, columns), dtype)
     jobs = [(planes[i], volume[k]) for k, i in enumerate(order)]
     if multiframe:  # one instance, decoded once into ``decoded``

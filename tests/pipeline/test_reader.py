@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from appliance.phantom import PhantomFiles, PhantomSpec, render, write_phantom
-from appliance.pipeline.errors import CorruptSeriesError, GeometryError, SeriesSelectionError
+from appliance.pipeline.errors import CorruptSeriesError, GeometryError, SeriesSelectionError, SeriesTooLargeError
 from appliance.pipeline.geometry import build_volume
 from appliance.pipeline.reader import ReaderStage, read_series
 from appliance.pipeline.stage import StageContext
@@ -145,3 +145,10 @@ def test_syntax_outside_the_list_is_named(phantom: PhantomFiles, tmp_path: Path)
     ds.save_as(victim)
     with pytest.raises(CorruptSeriesError, match=rf"{victim.name}: transfer syntax 1.2.840.10008.1.2.4.100 is not"):
         read_series(inbox, ReaderSettings(), tmp_path / "out")
+
+
+def test_a_series_larger_than_a_job_may_hold_is_refused(phantom: PhantomFiles, tmp_path: Path) -> None:
+    with pytest.raises(SeriesTooLargeError, match="raise worker.memory-per-job-mb"):
+        read_series(phantom.series_dir, ReaderSettings(), tmp_path / "out", max_voxels=128 * 128 * 39)
+    assert not (tmp_path / "out" / "volume.mhd").exists()
+    read_series(phantom.series_dir, ReaderSettings(), tmp_path / "out", max_voxels=128 * 128 * 40)
