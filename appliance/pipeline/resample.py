@@ -75,14 +75,15 @@ def to_model_grid(image: sitk.Image, reference: sitk.Image, clip_hu: tuple[float
 
 
 def probabilities_to_labels(probabilities: npt.NDArray[np.float32], model_ref: sitk.Image,
-                            target: sitk.Image, *, slab: int = 32) -> npt.NDArray[np.uint8]:
+                            target: sitk.Image, *, slab: int | None = None) -> npt.NDArray[np.uint8]:
     """Class indices on ``target``'s grid from (class, z, y, x) ``probabilities`` on ``model_ref``'s grid.
 
     The same labels as :func:`probabilities_to_labels_full` (each channel resampled linearly, then
     argmax, ties to the lower class, background outside the model grid), computed from the model
     grid where the label is certain and by interpolation only next to label boundaries (see the
-    module's docstring). Works through ``target`` in slabs of ``slab`` z slices, so beyond the
-    returned uint8 volume, memory stays at a few slabs whatever the number of classes. Grids
+    module's docstring). Works through ``target`` in slabs of ``slab`` z slices (default: about
+    :data:`SLAB_VOXELS` voxels), so beyond the returned uint8 volume, memory stays at a few float64
+    slabs whatever the number of classes or slices. Grids
     whose axes are not parallel (an oblique model grid) take the full method.
     """
     if probabilities.shape[0] < 2:
@@ -95,6 +96,8 @@ def probabilities_to_labels(probabilities: npt.NDArray[np.float32], model_ref: s
     order = [next(a for a in axes if a.target_axis == t) for t in (2, 1, 0)]
     certain = certain.transpose([2 - a.model_axis for a in order])
     labels = np.empty(target.GetSize()[::-1], np.uint8)
+    if slab is None:
+        slab = max(1, SLAB_VOXELS // (labels.shape[1] * labels.shape[2]))
     # The probabilities with model axes in target (z, y, x) order: a view, no copy.
     aligned = probabilities.transpose(0, *(1 + 2 - a.model_axis for a in order))
     for z0 in range(0, labels.shape[0], slab):
@@ -131,6 +134,8 @@ def probabilities_to_labels_full(probabilities: npt.NDArray[np.float32], model_r
     return labels
 
 
+SLAB_VOXELS = 1 << 21
+"""Target voxels per slab: a float64 slab is 16 MB (8 slices of 512 x 512)."""
 _UNCERTAIN = 255
 """Marks target voxels whose label needs interpolated probabilities (at most 254 classes)."""
 _NEAR = 1e-6
