@@ -102,7 +102,8 @@ def probabilities_to_labels(probabilities: npt.NDArray[np.float32], model_ref: s
     aligned = probabilities.transpose(0, *(1 + 2 - a.model_axis for a in order))
     for z0 in range(0, labels.shape[0], slab):
         part = labels[z0:z0 + slab]
-        part[...] = certain[order[0].cell[z0:z0 + slab]][:, order[1].cell][:, :, order[2].cell]
+        rows = np.take(np.take(certain, order[0].cell[z0:z0 + slab], axis=0), order[1].cell, axis=1)
+        np.take(rows, order[2].cell, axis=2, out=part)
         open_voxels = np.nonzero(part == _UNCERTAIN)
         if open_voxels[0].size:
             part[open_voxels] = _interpolated_argmax(aligned, order, z0, open_voxels)
