@@ -83,13 +83,13 @@ def probabilities_to_labels(probabilities: npt.NDArray[np.float32], model_ref: s
     grid where the label is certain and by interpolation only next to label boundaries (see the
     module's docstring). Works through ``target`` in slabs of ``slab`` z slices (default: about
     :data:`SLAB_VOXELS` voxels), so beyond the returned uint8 volume, memory stays at a few float64
-    slabs whatever the number of classes or slices. Grids
-    whose axes are not parallel (an oblique model grid) take the full method.
+    slabs whatever the number of classes or slices. Grids whose axes are not parallel (an oblique
+    model grid), 255 classes or more, and probabilities that are not all finite take the full method.
     """
     if probabilities.shape[0] < 2:
         return np.zeros(target.GetSize()[::-1], np.uint8)
     axes = _axis_maps(model_ref, target)
-    if axes is None or not np.isfinite(probabilities).all():
+    if axes is None or probabilities.shape[0] >= _UNCERTAIN or not np.isfinite(probabilities).all():
         return probabilities_to_labels_full(probabilities, model_ref, target)
     certain = _certain_labels(probabilities, axes)
     # Per target (z, y, x) axis: which entry of ``certain`` each index falls in.
