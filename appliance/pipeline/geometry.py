@@ -29,6 +29,7 @@ import numpy.typing as npt
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import pixel_array
 
 from appliance.dicomnet.syntaxes import decodable
 from appliance.pipeline.errors import CorruptSeriesError, SeriesSelectionError, SeriesTooLargeError
@@ -224,7 +225,9 @@ def _pixels(ds: Dataset, path: Path) -> npt.NDArray[np.generic]:
         raise CorruptSeriesError(f"{path.name}: transfer syntax {syntax} is not one the reader decodes "
                                  "(appliance.dicomnet.syntaxes.READER_SYNTAXES)")
     try:
-        pixels: npt.NDArray[np.generic] = ds.pixel_array
+        # From the file, not the dataset: the datasets are read without their pixel data, so the
+        # encoded bytes and pydicom's cached array of every slice are never held all at once.
+        pixels: npt.NDArray[np.generic] = pixel_array(path)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged pixel data
         raise CorruptSeriesError(f"{path.name}: pixel data cannot be decoded: {exc}") from exc
     return pixels
@@ -277,7 +280,7 @@ def build_volume(paths: list[Path], dtype: type[np.float32] | type[np.int16] = n
     multiframe = 0
     for path in paths:
         try:
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception as exc:  # noqa: BLE001 - InvalidDicomError, EOFError, OSError, ...
             raise CorruptSeriesError(f"{path.name}: cannot be read as DICOM: {exc}") from exc
         multiframe += is_multiframe(ds)
