@@ -30,6 +30,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import pixel_array
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from appliance.dicomnet.syntaxes import decodable
 from appliance.pipeline.errors import CorruptSeriesError, SeriesSelectionError, SeriesTooLargeError
@@ -226,8 +227,10 @@ def _pixels(ds: Dataset, path: Path) -> npt.NDArray[np.generic]:
                                  "(appliance.dicomnet.syntaxes.READER_SYNTAXES)")
     try:
         # From the file, not the dataset: the datasets are read without their pixel data, so the
-        # encoded bytes and pydicom's cached array of every slice are never held all at once.
-        pixels: npt.NDArray[np.generic] = pixel_array(path)
+        # encoded bytes and pydicom's cached array of every slice are never held all at once. A
+        # deflated file must be inflated whole first (pydicom reads pixel data from a file in place).
+        source = pydicom.dcmread(path) if syntax == DeflatedExplicitVRLittleEndian else path
+        pixels: npt.NDArray[np.generic] = pixel_array(source)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged pixel data
         raise CorruptSeriesError(f"{path.name}: pixel data cannot be decoded: {exc}") from exc
     return pixels
