@@ -9,17 +9,27 @@ the last instance received to the SEG stored in Orthanc, so that
 
     orchestration overhead = end-to-end - quiet window - stage compute time
 
-(claiming, bookkeeping, exporter pick-up, the C-STORE to Orthanc) is visible. Numbers, not a test:
-they depend on the machine and what else runs. Needs dcmtk and Orthanc.
+(claiming, bookkeeping, exporter pick-up, the C-STORE to Orthanc) is visible.
+
+Each stage is printed next to a floor measured in the same run, after the stack has stopped: the
+reader next to SimpleITK's series read of the same files, the inference stage next to the bare model
+call on Triton (its own ``infer_s``), the writer next to highdicom's SEG construction alone for the
+job's labels; then the ratio. Peak RSS (``VmHWM``) of the adapter, the worker and the Triton
+process tree (summed over its processes: an upper bound of their joint peak) is read just before
+they stop. ``--slices 2000`` is the large-study run. Numbers, not a test: they depend on the machine
+and what else runs (the load average is printed). Needs dcmtk and Orthanc.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +41,8 @@ from e2e.e2ekit import Orthanc, Stack, free_port, seg_in_orthanc, stack_config, 
 
 from appliance.jobs import Job, JobState, JobStore  # noqa: E402
 from appliance.phantom import PhantomSpec, write_phantom  # noqa: E402
+from appliance.pipeline.writer import build_seg, segment_numbers, source_frames  # noqa: E402
+from appliance.settings.workflow import Workflow  # noqa: E402
 from appliance.triton_local import LocalTriton  # noqa: E402
 from appliance.workflows import shipped_workflows  # noqa: E402
 
@@ -86,12 +98,17 @@ def main() -> int:
             seg_series = json.loads((stack.adapter.root / job.id / "payload" / "reader" / "series.json").read_text())
             info = json.loads((stack.adapter.root / job.id / "payload" / "inference" / "inference.json").read_text())
             orthanc_id = seg_in_orthanc(pacs, _seg_series_uid(stack, job))
+            rss = {"adapter": _peak_rss_mb(stack.adapter.proc), "worker": _peak_rss_mb(stack.worker.proc),
+                   "Triton (server + backend stubs)": _peak_rss_mb(triton.process, tree=True)}
             dice = _dice(stack.adapter.root / job.id / "payload" / "inference" / "labels.mha", phantom.ground_truth,
                          [label.class_index for label in workflow.labels])
         finally:
             stack.kill()
             triton.stop()
             pacs.stop()
+        payload = stack.adapter.root / job.id / "payload"
+        floors = {"reader": _timed(lambda: _sitk_series(phantom.files)),
+                  "writer": _timed(lambda: _seg_alone(payload, workflow))}
     assert job.last_instance_at is not None and job.ready_at is not None
     stored_at = max(e.at for e in exports if e.outcome == "sent")
     first_start = min(s.started_at or 0 for s in stages)
@@ -114,6 +131,14 @@ def main() -> int:
         "end-to-end - quiet - inference stage (s)": end_to_end - quiet - inference_stage,
         "ORCHESTRATION OVERHEAD: end-to-end - quiet - all stage compute (s)": end_to_end - quiet - compute,
     }
+    floors["inference"] = info["timings_s"]["infer_s"]
+    for stage, floor in floors.items():
+        seconds = next(s.duration_s or 0 for s in stages if s.stage == stage)
+        numbers[f"{stage}: stage / floor ({_FLOOR_NAMES[stage]} {floor:.3f} s)"] = seconds / floor
+    numbers["reader + inference + writer (s)"] = sum(s.duration_s or 0 for s in stages if s.stage in floors)
+    for name, mb in rss.items():
+        numbers[f"peak RSS, {name} (MB)"] = mb
+    numbers["load average (1, 5, 15 min) at the end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     width = max(map(len, numbers))
     for key, value in numbers.items():
         print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
@@ -121,6 +146,56 @@ def main() -> int:
     if args.json:
         print(json.dumps({**numbers, "dice": dice, "inference": info}, indent=2))
     return 0
+
+
+_FLOOR_NAMES = {"reader": "SimpleITK series read", "inference": "bare model call",
+                "writer": "highdicom SEG alone"}
+
+
+def _timed(work: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    work()
+    return time.perf_counter() - t
+
+
+def _sitk_series(files: Sequence[Path]) -> None:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(files[0].parent)))
+    reader.Execute()
+
+
+def _seg_alone(payload: Path, workflow: Workflow) -> None:
+    """highdicom's Segmentation built for the job's labels and source headers, nothing else timed
+    apart from the headers' read (the SEG needs them)."""
+    info = json.loads((payload / "reader" / "series.json").read_text())
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(payload / "inference" / "labels.mha")))
+    sources, frames = source_frames(info, segment_numbers(labels, workflow))
+    build_seg(sources, frames, workflow)
+
+
+def _peak_rss_mb(process: subprocess.Popen[bytes] | None, tree: bool = False) -> float:
+    """Peak resident set (VmHWM) of ``process`` in MB; with ``tree``, summed over it and its descendants."""
+    if process is None:
+        return float("nan")
+    pids = [process.pid]
+    if tree:
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        for pid in pids:
+            pids.extend(children.get(pid, []))
+    total = 0.0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0) / 1024
+    return total
 
 
 def _seg_series_uid(stack: Stack, job: Job) -> str:

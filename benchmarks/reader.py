@@ -2,9 +2,10 @@
 
 Writes a phantom CT series, re-encodes it in a few common syntaxes (harness/encode.py), and times
 the appliance's reader building the HU volume (``geometry.build_volume``: headers, decode, sort,
-rescale) next to SimpleITK's ImageSeriesReader (GDCM) on the same files, the peer a newcomer would
-reach for. Medians of ``--runs`` runs, seconds. Numbers, not a test: they depend on the machine and
-on what else runs. Needs dcmtk for the JPEG re-encodings.
+rescale to int16, as the reader stage does) and the whole reader stage (``reader.read_series``: series
+scan, volume, MHD file, manifest) next to SimpleITK's ImageSeriesReader (GDCM) on the same files,
+the peer a newcomer would reach for. Medians of ``--runs`` runs, seconds. Numbers, not a test: they
+depend on the machine and on what else runs. Needs dcmtk for the JPEG re-encodings.
 """
 
 # SimpleITK ships py.typed but its SWIG bindings have no annotations: allow calling them.
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 from pydicom import uid
 
@@ -28,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from appliance.phantom import PhantomSpec, write_phantom  # noqa: E402
 from appliance.pipeline.geometry import build_volume  # noqa: E402
+from appliance.pipeline.reader import read_series  # noqa: E402
+from appliance.settings.workflow import ReaderSettings  # noqa: E402
 from harness.encode import ENCODINGS, encode_study  # noqa: E402
 
 SYNTAXES = (uid.ExplicitVRLittleEndian, uid.JPEGLosslessSV1, uid.JPEGLSLossless, uid.JPEG2000Lossless,
@@ -62,15 +66,18 @@ def main() -> int:
         print(f"{args.slices} slices of {args.size}x{args.size}, median of {args.runs} runs, "
               f"load average {os.getloadavg()[0]:.1f}")
         width = max(len(s.name) for s in SYNTAXES)
-        print(f"{'transfer syntax':<{width}} {'appliance':>9} {'SimpleITK':>9}")
+        print(f"{'transfer syntax':<{width}} {'volume':>9} {'stage':>9} {'SimpleITK':>9} {'volume/SimpleITK':>16}")
         for encoding in (e for e in ENCODINGS if e.syntax in SYNTAXES):
             _, files = encode_study(phantom.files, encoding, Path(tmp) / encoding.syntax)
-            ours = _median(args.runs, lambda files=files: build_volume(files))
+            ours = _median(args.runs, lambda files=files: build_volume(files, np.int16))
+            stage = _median(args.runs, lambda files=files: read_series(files[0].parent, ReaderSettings(),
+                                                                       Path(tmp) / "out"))
             try:
-                peer = f"{_median(args.runs, lambda files=files: _peer(files)):9.2f}"
+                seconds = _median(args.runs, lambda files=files: _peer(files))
+                peer, ratio = f"{seconds:9.2f}", f"{ours / seconds:16.2f}"
             except RuntimeError:  # GDCM in SimpleITK lacks some codecs
-                peer = f"{'n/a':>9}"
-            print(f"{encoding.syntax.name:<{width}} {ours:9.2f} {peer}")
+                peer, ratio = f"{'n/a':>9}", f"{'':>16}"
+            print(f"{encoding.syntax.name:<{width}} {ours:9.2f} {stage:9.2f} {peer} {ratio}")
     return 0
 
 

@@ -36,8 +36,9 @@ __all__ = [
 
 
 def default_stages(triton: TritonSettings | None = None,
-                   inference_gate: AbstractContextManager[object] | None = None) -> list[Stage]:
+                   inference_gate: AbstractContextManager[object] | None = None,
+                   max_voxels: int | None = None) -> list[Stage]:
     """The stages every workflow runs (:data:`~appliance.settings.workflow.STAGES`); ``triton``
     overrides the workflow's server, ``inference_gate`` is held around each request to it (see
-    :class:`InferenceStage`)."""
-    return [ReaderStage(), InferenceStage(triton, inference_gate), WriterStage()]
+    :class:`InferenceStage`), ``max_voxels`` bounds the series a job reads (:class:`ReaderStage`)."""
+    return [ReaderStage(max_voxels), InferenceStage(triton, inference_gate), WriterStage()]

@@ -15,6 +15,10 @@ class CorruptSeriesError(PipelineError):
     """The chosen series cannot be read or is inconsistent (missing attributes, mixed geometry)."""
 
 
+class SeriesTooLargeError(PipelineError):
+    """The series needs more memory than one job may use (``worker.memory-per-job-mb``)."""
+
+
 class GeometryError(PipelineError):
     """Slice gaps, uneven spacing or gantry tilt, with the workflow set to ``geometry: error``."""
 

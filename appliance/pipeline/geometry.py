@@ -18,7 +18,9 @@ Superior, which is how a head-first supine axial series is stored.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +29,11 @@ import numpy.typing as npt
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import pixel_array
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from appliance.dicomnet.syntaxes import decodable
-from appliance.pipeline.errors import CorruptSeriesError, SeriesSelectionError
+from appliance.pipeline.errors import CorruptSeriesError, SeriesSelectionError, SeriesTooLargeError
 
 # Tolerances: positions in DICOM are often rounded to 0.01 mm; cosines to 1e-6.
 _ORIENTATION_TOL = 1e-4
@@ -69,7 +73,8 @@ class GeometryReport:
 
 @dataclass(frozen=True)
 class SeriesVolume:
-    """The volume in HU (float32, indexed [slice, row, column]) with geometry and slice order."""
+    """The volume in HU (float32 or int16, see :func:`build_volume`; indexed [slice, row, column]) with
+    geometry and slice order."""
 
     image: sitk.Image
     files: tuple[Path, ...]
@@ -221,14 +226,19 @@ def _pixels(ds: Dataset, path: Path) -> npt.NDArray[np.generic]:
         raise CorruptSeriesError(f"{path.name}: transfer syntax {syntax} is not one the reader decodes "
                                  "(appliance.dicomnet.syntaxes.READER_SYNTAXES)")
     try:
-        pixels: npt.NDArray[np.generic] = ds.pixel_array
+        # From the file, not the dataset: the datasets are read without their pixel data, so the
+        # encoded bytes and pydicom's cached array of every slice are never held all at once. A
+        # deflated file must be inflated whole first (pydicom reads pixel data from a file in place).
+        source = pydicom.dcmread(path) if syntax == DeflatedExplicitVRLittleEndian else path
+        pixels: npt.NDArray[np.generic] = pixel_array(source)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged pixel data
         raise CorruptSeriesError(f"{path.name}: pixel data cannot be decoded: {exc}") from exc
     return pixels
 
 
-def _hu(plane: _Plane, decoded: dict[int, npt.NDArray[np.generic]]) -> npt.NDArray[np.float32]:
-    """The plane in HU; ``decoded`` caches each multi-frame instance's frames (by dataset id)."""
+def _hu(plane: _Plane, decoded: dict[int, npt.NDArray[np.generic]], out: npt.NDArray[np.float32 | np.int16]) -> None:
+    """The plane in HU into ``out`` (float32, or int16 rounded and clipped); ``decoded`` caches a
+    multi-frame instance's frames (by dataset id)."""
     if plane.frame is None:
         pixels = _pixels(plane.ds, plane.path)
         if pixels.ndim != 2:
@@ -239,12 +249,26 @@ def _hu(plane: _Plane, decoded: dict[int, npt.NDArray[np.generic]]) -> npt.NDArr
             frames = _pixels(plane.ds, plane.path)
             decoded[key] = frames if frames.ndim == 3 else frames[np.newaxis]
         pixels = decoded[key][plane.frame]
+    if pixels.shape != out.shape:
+        raise CorruptSeriesError(f"{plane.name}: {pixels.shape[0]} x {pixels.shape[1]} pixels where the series' "
+                                 f"first plane has {out.shape[0]} x {out.shape[1]}")
     # Per plane: scanners may vary the rescale from slice to slice.
-    return (pixels.astype(np.float32) * np.float32(plane.slope) + np.float32(plane.intercept)).astype(np.float32)
+    hu = pixels.astype(np.float32) * np.float32(plane.slope) + np.float32(plane.intercept)
+    if out.dtype == np.int16:
+        np.rint(hu, out=hu)
+        np.clip(hu, -32768, 32767, out=hu)
+    out[...] = hu
 
 
-def build_volume(paths: list[Path]) -> SeriesVolume:
+def build_volume(paths: list[Path], dtype: type[np.float32] | type[np.int16] = np.float32,
+                 max_voxels: int | None = None) -> SeriesVolume:
     """Read ``paths`` (one series: single-frame instances, or one multi-frame instance) into a HU volume.
+
+    ``dtype``: float32 HU (default), or int16 HU rounded to the nearest integer and clipped, which
+    the reader stage writes (half the memory, and no float copy of the whole volume). Single-frame
+    instances are decoded on a thread per core: numpy and the JPEG decoders release the GIL for
+    most of a slice. ``max_voxels``: a larger volume raises :class:`SeriesTooLargeError` before any
+    pixel is decoded.
 
     Raises:
         SeriesSelectionError: several multi-frame instances, frames at repeated positions (e.g. a
@@ -253,12 +277,13 @@ def build_volume(paths: list[Path]) -> SeriesVolume:
             a localizer, is left out with a note.)
         CorruptSeriesError: unreadable file, missing geometry, a transfer syntax the reader does
             not decode, or two slices at the same position.
+        SeriesTooLargeError: more than ``max_voxels`` voxels.
     """
     planes: list[_Plane] = []
     multiframe = 0
     for path in paths:
         try:
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception as exc:  # noqa: BLE001 - InvalidDicomError, EOFError, OSError, ...
             raise CorruptSeriesError(f"{path.name}: cannot be read as DICOM: {exc}") from exc
         multiframe += is_multiframe(ds)
@@ -291,8 +316,22 @@ def build_volume(paths: list[Path]) -> SeriesVolume:
         thickness = float(first.ds.get("SliceThickness", 1.0) or 1.0)
         report = GeometryReport(1, (report.spacing_mm[0], report.spacing_mm[1], thickness))
     decoded: dict[int, npt.NDArray[np.generic]] = {}
-    volume = np.stack([_hu(planes[i], decoded) for i in order])
+    rows, columns = int(first.ds.Rows), int(first.ds.Columns)
+    if max_voxels is not None and len(planes) * rows * columns > max_voxels:
+        raise SeriesTooLargeError(f"{len(planes)} images of {rows} x {columns} are {len(planes) * rows * columns:,} "
+                                  f"voxels, more than the {max_voxels:,} a job may hold; raise "
+                                  "worker.memory-per-job-mb (docs/pipeline.md, memory)")
+    volume = np.empty((len(planes), rows, columns), dtype)
+    jobs = [(planes[i], volume[k]) for k, i in enumerate(order)]
+    if multiframe:  # one instance, decoded once into ``decoded``
+        for plane, out in jobs:
+            _hu(plane, decoded, out)
+    else:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            for _ in pool.map(lambda job: _hu(job[0], decoded, job[1]), jobs):
+                pass
     image = sitk.GetImageFromArray(volume)
+    del volume
     image.SetSpacing(report.spacing_mm)
     image.SetOrigin(tuple(float(v) for v in positions[0]))
     image.SetDirection(tuple(float(v) for v in np.stack([row, col, normal], axis=1).ravel()))

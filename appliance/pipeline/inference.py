@@ -1,7 +1,7 @@
 """Inference stage: preprocess to the model grid, run the model on Triton, labels back on the image grid.
 
 Files written under ``payload/inference/``: ``labels.mha`` (uint8 class indices on the
-image grid, compressed MetaImage) and ``inference.json`` (timings in seconds, grids).
+image grid, uncompressed MetaImage) and ``inference.json`` (timings in seconds, grids).
 """
 
 # SimpleITK ships py.typed but its SWIG bindings have no annotations: allow calling them.
@@ -45,23 +45,21 @@ class Segmentation:
     """What a named step reported (e.g. a fallback it took), also written to inference.json."""
 
 
-def segment(image: sitk.Image, model: ModelSpec, settings: InferenceSettings,
-            gate: AbstractContextManager[object] | None = None) -> Segmentation:
-    """Segment a HU ``image`` with ``model`` on the server in ``settings.triton``.
+@dataclass(frozen=True)
+class ModelOutput:
+    """Class probabilities (class, z, y, x) on the model grid ``reference``, after the contract's
+    post-processing, ready to go back onto the image grid; see :class:`Segmentation` for the rest."""
 
-    The steps follow the workflow's model contract (:mod:`appliance.pipeline.contract`): onto
-    the model grid (named preprocessing, or reorient and resample), window, into the model's
-    block, the model, out of the block, softmax, named postprocessing, and back onto the image
-    grid (probabilities resampled linearly in physical space, then argmax).
+    probabilities: npt.NDArray[np.float32]
+    reference: sitk.Image
+    timings: dict[str, float]
+    shared_memory: bool
+    notes: tuple[str, ...] = ()
 
-    ``gate`` is held around the request to the server only (not pre/post-processing), so a
-    job runner can bound concurrent inference calls with e.g. a :class:`threading.Semaphore`;
-    the time spent waiting for it is reported as ``timings["gate_wait_s"]``.
 
-    Raises:
-        ServerUnavailableError, ModelNotFoundError, ModelNotReadyError, ShapeMismatchError,
-        InferenceError: see :class:`~appliance.pipeline.triton_client.ModelClient`.
-    """
+def model_output(image: sitk.Image, model: ModelSpec, settings: InferenceSettings,
+                 gate: AbstractContextManager[object] | None = None) -> ModelOutput:
+    """Every step of :func:`segment` but the last: the probabilities on the model grid."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with ModelClient(settings.triton, model) as client:
@@ -91,12 +89,37 @@ def segment(image: sitk.Image, model: ModelSpec, settings: InferenceSettings,
         probabilities = contract.softmax(probabilities)
     if settings.postprocessing is not None:
         probabilities = contract.POSTPROCESSING[settings.postprocessing](probabilities)
-    labels = probabilities_to_labels(probabilities, prepared.reference, image)
     timings["postprocess_s"] = time.perf_counter() - t
+    return ModelOutput(probabilities, prepared.reference, timings, shared, prepared.notes)
+
+
+def segment(image: sitk.Image, model: ModelSpec, settings: InferenceSettings,
+            gate: AbstractContextManager[object] | None = None) -> Segmentation:
+    """Segment a HU ``image`` with ``model`` on the server in ``settings.triton``.
+
+    The steps follow the workflow's model contract (:mod:`appliance.pipeline.contract`): onto
+    the model grid (named preprocessing, or reorient and resample), window, into the model's
+    block, the model, out of the block, softmax, named postprocessing (:func:`model_output`),
+    and back onto the image grid (the argmax of the probabilities resampled linearly in
+    physical space, :func:`~appliance.pipeline.resample.probabilities_to_labels`).
+
+    ``gate`` is held around the request to the server only (not pre/post-processing), so a
+    job runner can bound concurrent inference calls with e.g. a :class:`threading.Semaphore`;
+    the time spent waiting for it is reported as ``timings["gate_wait_s"]``.
+
+    Raises:
+        ServerUnavailableError, ModelNotFoundError, ModelNotReadyError, ShapeMismatchError,
+        InferenceError: see :class:`~appliance.pipeline.triton_client.ModelClient`.
+    """
+    output = model_output(image, model, settings, gate)
+    t = time.perf_counter()
+    labels = probabilities_to_labels(output.probabilities, output.reference, image)
+    output.timings["postprocess_s"] += time.perf_counter() - t
     out = sitk.GetImageFromArray(labels)
     out.CopyInformation(image)
-    size = prepared.reference.GetSize()
-    return Segmentation(out, timings, (int(size[0]), int(size[1]), int(size[2])), shared, prepared.notes)
+    size = output.reference.GetSize()
+    return Segmentation(out, output.timings, (int(size[0]), int(size[1]), int(size[2])), output.shared_memory,
+                        output.notes)
 
 
 def _check_fixed_dims(shape: tuple[int, ...], array: npt.NDArray[np.float32], model: ModelSpec,
@@ -117,7 +140,8 @@ def run_inference(volume: Path, model: ModelSpec, settings: InferenceSettings, o
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LABELS_FILE
     t = time.perf_counter()
-    sitk.WriteImage(seg.labels, str(path), useCompression=True)
+    # Uncompressed: the writer reads it back on the same host, and zlib cost more than the disk it saved.
+    sitk.WriteImage(seg.labels, str(path), useCompression=False)
     seg.timings["write_s"] = time.perf_counter() - t
     (out_dir / "inference.json").write_text(json.dumps({
         "model": model.name,

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pydicom
 
 from appliance.pipeline.errors import GeometryError
@@ -38,17 +39,21 @@ class ReaderResult:
     """Why this series was chosen (see :func:`~appliance.pipeline.series.select_series`)."""
 
 
-def read_series(input_dir: Path, settings: ReaderSettings, out_dir: Path) -> ReaderResult:
+def read_series(input_dir: Path, settings: ReaderSettings, out_dir: Path,
+                max_voxels: int | None = None) -> ReaderResult:
     """Select the series in ``input_dir`` per ``settings``, build its volume and write it to ``out_dir``.
+
+    ``max_voxels``: the largest volume a job may hold (:func:`appliance.pipeline.memory.max_voxels`).
 
     Raises:
         SeriesSelectionError: no series matches.
         CorruptSeriesError: the chosen series cannot be read or is inconsistent.
         GeometryError: gaps, uneven spacing or tilt while ``settings.geometry`` is ``"error"``.
+        SeriesTooLargeError: the volume has more than ``max_voxels`` voxels.
     """
     selection = select_series(scan_series(input_dir), settings.series, where=str(input_dir))
     candidate = selection.candidate
-    volume = build_volume(candidate.files)
+    volume = build_volume(candidate.files, np.int16, max_voxels)
     if volume.report.warnings and settings.geometry == "error":
         raise GeometryError(f"series {candidate.uid}: " + "; ".join(volume.report.warnings))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,14 +87,17 @@ class ReaderStage(Stage):
 
     Artifacts: ``volume`` (MHD if written, else NIfTI), ``volume_mhd``, ``volume_nifti``
     (those written) and ``series_manifest``. Notes: why the series was chosen, what was left out of
-    it (e.g. a localizer), then the geometry warnings.
+    it (e.g. a localizer), then the geometry warnings. ``max_voxels``: see :func:`read_series`.
     """
 
     name = "reader"
 
+    def __init__(self, max_voxels: int | None = None) -> None:
+        self.max_voxels = max_voxels
+
     def run(self, context: StageContext) -> StageOutput:
         assert context.input_dir is not None
-        result = read_series(context.input_dir, context.workflow.reader, context.stage_dir(self.name))
+        result = read_series(context.input_dir, context.workflow.reader, context.stage_dir(self.name), self.max_voxels)
         artifacts = {f"volume_{fmt}": path for fmt, path in result.volume_files.items()}
         artifacts["volume"] = result.volume_files.get("mhd") or result.volume_files["nifti"]
         artifacts["series_manifest"] = result.manifest

@@ -176,7 +176,9 @@ def write_outputs(manifest: Path, labels: Path, workflow: Workflow, out_dir: Pat
     """
     info = json.loads(manifest.read_text())
     image = read_image(labels)
-    segments = segment_numbers(sitk.GetArrayFromImage(image).astype(np.uint8), workflow)
+    # A view: segment_numbers' lookup makes the one copy of the label volume the SEG needs.
+    classes = sitk.GetArrayViewFromImage(image)
+    segments = segment_numbers(classes if classes.dtype == np.uint8 else classes.astype(np.uint8), workflow)
     try:
         sources, frames = source_frames(info, segments)
     except (OSError, KeyError, pydicom.errors.InvalidDicomError) as exc:

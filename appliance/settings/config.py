@@ -361,6 +361,10 @@ class WorkerConfig:
                                                                "instead")] = 2
     shutdown_grace_seconds: Annotated[Number, Field(ge=0, le=3600, description="(new) on SIGTERM, how long running "
                                                                              "stages may finish, in seconds")] = 30.0
+    memory_per_job_mb: Annotated[Int, Field(ge=512, le=1 << 20, description=(
+        "(new) memory one job may use, in MB: the reader refuses a larger series, and the worker refuses to start "
+        "when workers x this exceeds the host's memory; 400 MB + 6 bytes per voxel (docs/pipeline.md, memory), "
+        "the default fits 2,000 slices of 512 x 512"))] = 3400
 
 
 #: The dashboard's roles, least to most: viewers look, operators act on jobs and intake, admins also

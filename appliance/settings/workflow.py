@@ -122,7 +122,9 @@ class ReaderSettings:
     geometry: Annotated[GeometryPolicy, Field(
         description="slice gaps, uneven spacing or gantry tilt: record a warning or fail")] = "warn"
     formats: Annotated[tuple[VolumeFormat, ...], Field(
-        min_length=1, description="files the volume is written as; the inference stage reads one")] = ("mhd", "nifti")
+        min_length=1,
+        description="files the volume is written as; the inference stage reads one; nifti is gzipped, slow")] = (
+            "mhd",)
     stage: Annotated[Literal["reader"], Field(description="names the stage")] = "reader"
 
 

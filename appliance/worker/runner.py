@@ -17,7 +17,7 @@ import threading
 from contextlib import AbstractContextManager
 
 from appliance.jobs import Job, LeaseLost, PipelineQueue
-from appliance.pipeline import Stage, StageContext, StageRecord, default_stages, run_stages
+from appliance.pipeline import Stage, StageContext, StageRecord, default_stages, memory, run_stages
 from appliance.settings import WorkerConfig, Workflow
 from appliance.storage import PayloadLayout
 from appliance.worker.publish import PublishStage
@@ -45,7 +45,8 @@ class JobRunner:
     def stages(self, job: Job, workflow: Workflow) -> list[Stage]:
         """The stages ``job`` runs, the export hand-over last."""
         triton = triton_settings(workflow, self._config)
-        return [*default_stages(triton, self._gate), PublishStage(self._layout.output_dir(job.id))]
+        stages = default_stages(triton, self._gate, memory.max_voxels(self._config.memory_per_job_mb))
+        return [*stages, PublishStage(self._layout.output_dir(job.id))]
 
     def run(self, job: Job, stop: threading.Event) -> Job | None:
         """Run ``job`` (claimed by this worker, i.e. ``running``) to ``exporting``, ``failed`` or,

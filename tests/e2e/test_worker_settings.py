@@ -84,3 +84,23 @@ def test_workflows_dir_overrides_and_reports_bad_files(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("name: Broken\n")
     with pytest.raises(ValueError, match="broken.yaml"):
         WorkflowCatalog.load(tmp_path)
+
+
+def test_concurrency_that_cannot_fit_the_host_stops_the_worker_at_start(tmp_path: Path) -> None:
+    from appliance.pipeline.memory import host_memory_mb
+
+    raw = _raw()
+    raw["storage"] = {"root": str(tmp_path / "payloads")}
+    per_job = host_memory_mb() // 2 + 1
+    raw["worker"] = {"workers": 2, "memory-per-job-mb": per_job}
+    config = tmp_path / "adapter.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([str(APPLIANCE), "worker", "--config", str(config), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"worker.memory-per-job-mb: 2 workers x {per_job} MB per job need {2 * per_job} MB" in done.stderr
+    raw["worker"] = {"workers": 1, "memory-per-job-mb": per_job}
+    config.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([str(APPLIANCE), "worker", "--config", str(config), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

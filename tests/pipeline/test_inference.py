@@ -14,13 +14,20 @@ import pytest
 import SimpleITK as sitk
 
 from appliance.phantom import PhantomFiles
+from appliance.pipeline import contract
 from appliance.pipeline.errors import InferenceError, ModelNotFoundError, ServerUnavailableError, ShapeMismatchError
 from appliance.pipeline.geometry import build_volume
-from appliance.pipeline.inference import segment
-from appliance.pipeline.resample import model_grid, probabilities_to_labels, to_model_grid
+from appliance.pipeline.inference import ModelOutput, model_output, segment
+from appliance.pipeline.resample import (
+    model_grid,
+    probabilities_to_labels,
+    probabilities_to_labels_full,
+    to_model_grid,
+)
 from appliance.pipeline.triton_client import ModelClient
 from appliance.triton_local import LocalTriton, free_ports
 from appliance.workflows import TensorSpec, TritonSettings, Workflow
+from harness import testdata
 
 from .conftest import dice, key_file, with_server
 
@@ -163,3 +170,44 @@ def test_a_wrong_or_missing_key_file_is_clear(triton: LocalTriton, image: sitk.I
     wf = with_server(workflows["OrganSeg"], triton.http_url, "http", "system", str(tmp_path / "none"))
     with pytest.raises(InferenceError, match=r"cannot read the Triton key file .*none.*worker.triton.key-file"):
         segment(image, wf.model, wf.inference)
+
+
+def _labels_agree(output: ModelOutput, image: sitk.Image) -> int:
+    """Voxels of ``image``'s grid where the labels differ from the full resampling; asserts none do.
+    Returns how many labels differ from the coarse argmax copied up (the interpolation mattered)."""
+    fast = probabilities_to_labels(output.probabilities, output.reference, image)
+    full = probabilities_to_labels_full(output.probabilities, output.reference, image)
+    assert fast.shape == full.shape == image.GetSize()[::-1]
+    differ = np.argwhere(fast != full)
+    assert differ.size == 0, f"{len(differ)} voxels differ, first at (z, y, x) {differ[:5].tolist()}"
+    coarse = sitk.GetImageFromArray(np.argmax(output.probabilities, axis=0).astype(np.uint8))
+    coarse.CopyInformation(output.reference)
+    nearest = sitk.GetArrayFromImage(sitk.Resample(coarse, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+    return int((nearest != full).sum())
+
+
+@pytest.mark.parametrize("spacing", [(3.0, 3.0, 3.0), (7.0, 5.0, 2.0)])
+def test_boundary_labels_match_full_resampling_on_phantom(triton: LocalTriton, image: sitk.Image,
+                                                          workflows: dict[str, Workflow],
+                                                          spacing: tuple[float, float, float]) -> None:
+    """The labels computed near boundaries only are today's full linear resampling + argmax, voxel for voxel."""
+    wf = with_server(workflows["OrganSeg"], triton.http_url, key=key_file(triton))
+    settings = dataclasses.replace(wf.inference, spacing_mm=spacing)
+    assert _labels_agree(model_output(image, wf.model, settings), image) > 0
+
+
+def test_boundary_labels_match_full_resampling_on_real_ct(triton: LocalTriton, workflows: dict[str, Workflow],
+                                                          reference_files: testdata.ReferenceFiles,
+                                                          tmp_path: Path) -> None:
+    """Real CT, both shipped models and the liver contract's own path (reoriented RAS grid, block, softmax,
+    and the binary mask of its post-processing, whose classes tie exactly half-way)."""
+    real = build_volume(testdata.dicom_series(reference_files, tmp_path / "siemens")).image
+    liver = with_server(workflows["LiverSeg"], triton.http_url, key=key_file(triton))
+    assert liver.inference.postprocessing is not None and liver.inference.orientation is not None
+    # One model call (20-60 s on 2 cores): its softmax output, then the same through the named post-processing.
+    raw = model_output(real, liver.model, dataclasses.replace(liver.inference, postprocessing=None))
+    _labels_agree(raw, real)
+    mask = contract.POSTPROCESSING[liver.inference.postprocessing](raw.probabilities)
+    _labels_agree(dataclasses.replace(raw, probabilities=mask), real)
+    organs = with_server(workflows["OrganSeg"], triton.http_url, key=key_file(triton))
+    _labels_agree(model_output(real, organs.model, organs.inference), real)

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from appliance.phantom import PhantomFiles, PhantomSpec, render, write_phantom
-from appliance.pipeline.errors import CorruptSeriesError, GeometryError, SeriesSelectionError
+from appliance.pipeline.errors import CorruptSeriesError, GeometryError, SeriesSelectionError, SeriesTooLargeError
 from appliance.pipeline.geometry import build_volume
 from appliance.pipeline.reader import ReaderStage, read_series
 from appliance.pipeline.stage import StageContext
@@ -30,7 +30,8 @@ def _copy_shuffled(phantom: PhantomFiles, dest: Path) -> Path:
 
 
 def test_volume_geometry_and_hu(phantom: PhantomFiles, tmp_path: Path) -> None:
-    result = read_series(_copy_shuffled(phantom, tmp_path / "in"), ReaderSettings(), tmp_path / "out")
+    result = read_series(_copy_shuffled(phantom, tmp_path / "in"), ReaderSettings(formats=("mhd", "nifti")),
+                         tmp_path / "out")
     gt = sitk.ReadImage(str(phantom.ground_truth))
     image = result.volume.image
     assert image.GetSize() == gt.GetSize() == (128, 128, 40)
@@ -38,7 +39,8 @@ def test_volume_geometry_and_hu(phantom: PhantomFiles, tmp_path: Path) -> None:
     np.testing.assert_allclose(image.GetOrigin(), gt.GetOrigin(), atol=1e-3)
     np.testing.assert_allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-6)
     hu, _ = render(PhantomSpec())
-    assert np.array_equal(sitk.GetArrayFromImage(image), hu.astype(np.float32))
+    # The reader keeps int16 HU, built slice by slice (no float copy of the volume).
+    assert image.GetPixelID() == sitk.sitkInt16 and np.array_equal(sitk.GetArrayFromImage(image), hu)
     assert result.volume.report.warnings == ()
     # Files written: int16 NIfTI and MHD with the same geometry.
     nifti = sitk.ReadImage(str(result.volume_files["nifti"]))
@@ -121,11 +123,14 @@ def test_stage_artifacts(phantom: PhantomFiles, workflows: dict[str, Workflow], 
                          ground_truth: npt.NDArray[np.uint8]) -> None:
     job = tmp_path / "job"
     shutil.copytree(phantom.series_dir, job / "input")
-    workflow = dataclasses.replace(workflows["OrganSeg"])
-    context = StageContext(job, workflow)
+    workflow = workflows["OrganSeg"]
+    reader = dataclasses.replace(workflow.reader, formats=("mhd", "nifti"))
+    context = StageContext(job, dataclasses.replace(workflow, reader=reader))
     output = ReaderStage().run(context)
     assert output.artifacts["volume"] == job / "payload" / "reader" / "volume.mhd"
     assert output.artifacts["volume_nifti"].name == "volume.nii.gz"
+    # The shipped workflows write the MHD alone: gzip is slow and nothing downstream reads it.
+    assert workflow.reader.formats == ("mhd",)
     assert output.artifacts["series_manifest"].is_file()
 
 
@@ -140,3 +145,10 @@ def test_syntax_outside_the_list_is_named(phantom: PhantomFiles, tmp_path: Path)
     ds.save_as(victim)
     with pytest.raises(CorruptSeriesError, match=rf"{victim.name}: transfer syntax 1.2.840.10008.1.2.4.100 is not"):
         read_series(inbox, ReaderSettings(), tmp_path / "out")
+
+
+def test_a_series_larger_than_a_job_may_hold_is_refused(phantom: PhantomFiles, tmp_path: Path) -> None:
+    with pytest.raises(SeriesTooLargeError, match="raise worker.memory-per-job-mb"):
+        read_series(phantom.series_dir, ReaderSettings(), tmp_path / "out", max_voxels=128 * 128 * 39)
+    assert not (tmp_path / "out" / "volume.mhd").exists()
+    read_series(phantom.series_dir, ReaderSettings(), tmp_path / "out", max_voxels=128 * 128 * 40)

@@ -6,8 +6,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
-from appliance.pipeline.resample import model_grid, probabilities_to_labels, to_model_grid
+from appliance.pipeline.contract import softmax
+from appliance.pipeline.resample import (
+    model_grid,
+    probabilities_to_labels,
+    probabilities_to_labels_full,
+    to_model_grid,
+)
 
 
 def _image(size: tuple[int, int, int], spacing: tuple[float, float, float]) -> sitk.Image:
@@ -69,3 +76,38 @@ def test_staircase_linear_probabilities_beat_nearest_labels() -> None:
     linear, nearest = _boundary_errors(fine, coarse, 30.0)
     # Nearest neighbour leaves 6 mm steps; linear interpolation of probabilities tracks the surface.
     assert linear < 0.5 * nearest, (linear, nearest)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_boundary_labels_match_full_resampling(seed: int) -> None:
+    """Random grids (reoriented, coarser or finer, shifted partly outside), soft fields, binary masks
+    with exact ties and more classes: the same labels as every channel resampled, then argmax."""
+    rng = np.random.default_rng(seed)
+    size = tuple(int(v) for v in rng.integers(5, 40, 3))
+    image = _image(size, tuple(float(v) for v in rng.uniform(0.5, 3.0, 3)))
+    oriented = sitk.DICOMOrient(image, str(rng.choice(["LPS", "RAS", "SLP", "IRA"])))
+    if seed % 2:
+        reference = model_grid(oriented, spacing_mm=tuple(float(v) for v in rng.uniform(1.0, 6.0, 3)))
+    else:
+        reference = model_grid(oriented, size=tuple(int(v) for v in rng.integers(2, 12, 3)))
+    if seed % 3 == 0:
+        reference.SetOrigin(tuple(np.array(reference.GetOrigin()) + rng.uniform(-5.0, 5.0, 3)))
+    shape = (int(rng.integers(2, 6)), *reference.GetSize()[::-1])
+    logits = np.stack([ndimage.gaussian_filter(rng.normal(size=shape[1:]), 1.5) * 20 for _ in range(shape[0])])
+    if seed % 4 == 0:
+        organ = logits[1] > 0
+        probabilities = np.zeros(shape, np.float32)
+        probabilities[0], probabilities[1] = ~organ, organ
+    else:
+        probabilities = softmax(logits.astype(np.float32))
+    fast = probabilities_to_labels(probabilities, reference, image, slab=int(rng.integers(1, 9)))
+    np.testing.assert_array_equal(fast, probabilities_to_labels_full(probabilities, reference, image))
+
+
+def test_oblique_grids_take_the_full_method() -> None:
+    image = _image((12, 10, 8), (1.0, 1.0, 2.0))
+    reference = model_grid(image, spacing_mm=(3.0, 3.0, 3.0))
+    reference.SetDirection(sitk.VersorTransform((0, 0, 1), 0.3).GetMatrix())
+    probabilities = softmax(np.random.default_rng(0).normal(size=(3, *reference.GetSize()[::-1])).astype(np.float32))
+    np.testing.assert_array_equal(probabilities_to_labels(probabilities, reference, image),
+                                  probabilities_to_labels_full(probabilities, reference, image))
