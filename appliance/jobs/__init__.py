@@ -7,7 +7,8 @@ Modules, one job each: :mod:`~appliance.jobs.model` (states, records), :mod:`~ap
 (SQLite or PostgreSQL behind one interface), :mod:`~appliance.jobs.schema` (versioned migrations),
 and the store split by role: :mod:`~appliance.jobs.intake` (the adapters), :mod:`~appliance.jobs.queue`
 (the workers: claims, leases, stage records), :mod:`~appliance.jobs.exports` (the exporters: one
-leased task per destination), :mod:`~appliance.jobs.store` (reading, operators' actions);
+leased task per destination), :mod:`~appliance.jobs.store` (reading, operators' actions), :mod:`~appliance.jobs.retention` (which
+finished jobs are removed, and the audit of it);
 :mod:`~appliance.jobs.lease` (the heartbeat renewing a process's claims), :mod:`~appliance.jobs.lock`
 (one process per role on SQLite);
 :mod:`~appliance.jobs.operator` (what an operator does to jobs: cancel, run or export again) and
@@ -30,6 +31,7 @@ from appliance.jobs.model import (
     UnknownJob,
 )
 from appliance.jobs.queue import PipelineQueue
+from appliance.jobs.retention import Freed, Prune, Pruner, RetentionPolicy
 from appliance.jobs.schema import LATEST as SCHEMA_VERSION
 from appliance.jobs.schema import SchemaTooNew, migrate
 from appliance.jobs.store import JobStore
@@ -41,6 +43,7 @@ __all__ = [
     "ExportQueue",
     "ExportRecord",
     "ExportTask",
+    "Freed",
     "Heartbeat",
     "Intake",
     "InvalidTransition",
@@ -49,6 +52,9 @@ __all__ = [
     "JobStore",
     "LeaseLost",
     "PipelineQueue",
+    "Prune",
+    "Pruner",
+    "RetentionPolicy",
     "SchemaTooNew",
     "StageRecord",
     "StoreError",

@@ -173,6 +173,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX audit_target ON audit (target)",
     )),
+    Migration(5, "retention: jobs marked pruned, and the audit of each prune", (
+        "ALTER TABLE jobs ADD COLUMN pruned_at {real}",
+        """CREATE TABLE prunes (
+            job_id      TEXT PRIMARY KEY REFERENCES jobs(id),
+            reason      TEXT NOT NULL,
+            detail      TEXT NOT NULL,
+            bytes_freed BIGINT,
+            started_at  {real} NOT NULL,
+            finished_at {real}
+        )""",
+        "CREATE INDEX jobs_finished ON jobs (state, finished_at)",
+    )),
 )
 
 #: The schema version this code writes.

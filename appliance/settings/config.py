@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationInfo, with_config
 
+from appliance.jobs.retention import RetentionPolicy
 from appliance.settings.source import Loc, SettingsError, located, read, validate
 from appliance.settings.types import (
     KEBAB_KEYS,
@@ -331,6 +332,32 @@ class ExportConfig:
 
 @with_config(KEBAB_KEYS)
 @dataclass(frozen=True)
+class RetentionConfig:
+    """Which finished jobs the exporter removes (folder and records); nothing set keeps every job.
+
+    Only jobs whose results reached every destination are removed by age or watermark; failed jobs
+    only by their own age; jobs still receiving, queued, running or exporting never.
+    """
+
+    max_age_days: Annotated[Number | None, Field(ge=0, le=36500, description=(
+        "(new) delivered jobs are removed this many days after they finished; unset: kept"))] = None
+    failed_max_age_days: Annotated[Number | None, Field(ge=0, le=36500, description=(
+        "(new) failed jobs are removed this many days after they failed; unset: kept until an operator acts "
+        "(`appliance jobs retry`)"))] = None
+    disk_watermark_percent: Annotated[Number | None, Field(gt=0, lt=100, description=(
+        "(new) while the filesystem of storage.root is fuller than this (used/total, percent), the oldest "
+        "delivered jobs are removed; unset: no watermark"))] = None
+    interval_seconds: Annotated[Number, Field(ge=1, le=86400, description=(
+        "(new) how often the exporter applies the policy, in seconds"))] = 600.0
+
+    @property
+    def policy(self) -> RetentionPolicy:
+        """The policy as :class:`appliance.jobs.Pruner` takes it."""
+        return RetentionPolicy(self.max_age_days, self.failed_max_age_days, self.disk_watermark_percent)
+
+
+@with_config(KEBAB_KEYS)
+@dataclass(frozen=True)
 class TritonUrls:
     """Triton endpoints that replace the workflows' own, per protocol (None keeps each workflow's),
     and the key of the server's restricted APIs."""
@@ -447,6 +474,8 @@ class AdapterConfig:
         default_factory=WorkerConfig)
     dashboard: Annotated[DashboardConfig, Field(description="(new) the web dashboard")] = field(
         default_factory=DashboardConfig)
+    retention: Annotated[RetentionConfig, Field(description="(new) which finished jobs are removed")] = field(
+        default_factory=RetentionConfig)
 
 
 SCHEMA = TypeAdapter(AdapterConfig)
