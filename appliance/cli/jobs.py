@@ -1,4 +1,4 @@
-"""``appliance jobs list|show|retry|complete``: inspect and steer jobs in the job store."""
+"""``appliance jobs list|show|retry|complete|retention``: inspect and steer jobs in the job store."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from appliance.jobs import InvalidTransition, Job, JobState, JobStore, UnknownJob
-from appliance.settings import SettingsError, load_config
+from appliance.jobs.retention import freed, prunes
+from appliance.settings import AdapterConfig, SettingsError, load_config
 
 
 def _iso(t: float | None) -> str | None:
@@ -30,9 +31,26 @@ def _store(args: argparse.Namespace) -> JobStore:
     return JobStore(load_config(args.config).storage.job_store)
 
 
+def _size(n: int) -> str:
+    value, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def _retention_line(config: AdapterConfig, store: JobStore) -> str:
+    total = freed(store.db)
+    return (f"retention: {config.retention.policy.describe()}; {total.jobs} job(s) pruned so far, "
+            f"{_size(total.bytes)} freed")
+
+
 def _list(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    config = load_config(args.config)
+    with JobStore(config.storage.job_store) as store:
         jobs = store.list_jobs([JobState(s) for s in args.state] if args.state else None)
+        footer = _retention_line(config, store)
     if args.json:
         print(json.dumps([_as_dict(j) for j in jobs], indent=2))
         return 0
@@ -40,6 +58,27 @@ def _list(args: argparse.Namespace) -> int:
     for j in jobs:
         print(f"{j.id:<44} {j.state.value:<10} {j.instance_count:>5} {j.called_ae:<16} "
               f"{j.workflow:<16} {_iso(j.created_at)}")
+    print(footer)
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    with JobStore(config.storage.job_store) as store:
+        footer = _retention_line(config, store)
+        total = freed(store.db)
+        latest = prunes(store.db, args.last)
+    if args.json:
+        policy = dataclasses.asdict(config.retention.policy)
+        print(json.dumps({"policy": {**policy, "interval_seconds": config.retention.interval_seconds},
+                          "pruned_jobs": total.jobs, "bytes_freed": total.bytes,
+                          "prunes": [{**dataclasses.asdict(p), "started_at": _iso(p.started_at),
+                                      "finished_at": _iso(p.finished_at)} for p in latest]}, indent=2))
+        return 0
+    print(footer)
+    for p in latest:
+        size = "removal unfinished" if p.bytes_freed is None else _size(p.bytes_freed)
+        print(f"{_iso(p.started_at)} {p.job_id} {p.reason}: {p.detail} ({size})")
     return 0
 
 
@@ -109,7 +148,7 @@ def _guarded(func: Any) -> Any:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``jobs`` sub-command and its actions."""
-    p = sub.add_parser("jobs", help="list, show, retry jobs; mark a study complete")
+    p = sub.add_parser("jobs", help="list, show, retry jobs; mark a study complete; retention")
     p.add_argument("--config", default="/etc/appliance/adapter.yaml",
                    help="adapter configuration (for the job store location)")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -130,3 +169,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = actions.add_parser("complete", help="mark a study complete now (ends its quiet window)")
     a.add_argument("study_uid", metavar="STUDY_UID")
     a.set_defaults(func=_guarded(_complete))
+    a = actions.add_parser("retention", help="the retention policy, the space it freed, the latest prunes")
+    a.add_argument("--json", action="store_true")
+    a.add_argument("--last", type=int, default=20, metavar="N", help="show the N latest prunes (default 20)")
+    a.set_defaults(func=_guarded(_retention))

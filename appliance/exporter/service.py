@@ -13,6 +13,11 @@ queues; a task whose exporter died is sent again by another once its lease expir
 exporter per job store (an exclusive lock, :mod:`appliance.jobs.lock`), so the tasks still being
 sent at its start were left by a dead exporter and are taken up again at once.
 systemd: ``READY=1`` once running; on SIGTERM the tries in progress finish, then exit 0.
+
+Retention (``retention:``) runs here too, in a thread of its own every ``retention.interval-seconds``:
+the exporter is what finishes jobs, so it is the one that knows when their results are delivered
+(:mod:`appliance.jobs.retention`). Each removal is logged (job ID, reason, bytes) and kept in the
+job store's ``prunes`` table.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 
 from appliance import systemd
 from appliance.exporter.sender import Sender
-from appliance.jobs import ExportQueue, Heartbeat, control, migrate, open_database, owner_id
+from appliance.jobs import ExportQueue, Heartbeat, Pruner, control, migrate, open_database, owner_id
 from appliance.jobs.lock import StoreBusy, hold
 from appliance.settings import AdapterConfig
 from appliance.storage import PayloadLayout
@@ -62,6 +67,8 @@ class Exporter:
         self.status_beat = control.ServiceHeartbeat(self.db, "exporter", lambda: {
             "loop_alive": all(t.is_alive() for t in self._threads) and self.heartbeat.alive,
             "destinations": [d.name for d in scu.destinations], "owner": self.queue.owner})
+        self.pruner = Pruner(self.db, layout, config.retention.policy, stale_seconds=max(600.0, 4 * lease))
+        self._retention = threading.Thread(target=self._prune_loop, name="retention", daemon=True)
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to return (safe from signal handlers and other threads)."""
@@ -84,6 +91,10 @@ class Exporter:
         self.heartbeat.start()
         for thread in self._threads:
             thread.start()
+        if self.pruner.policy.active:
+            self._retention.start()
+            LOG.info("retention: %s; every %g s", self.pruner.policy.describe(),
+                     self.config.retention.interval_seconds)
         destinations = ", ".join(d.name for d in self.config.dicom.scu.destinations) or "none"
         systemd.notify(f"READY=1\nSTATUS=exporting to {destinations}")
         LOG.info("exporter %s ready: destinations %s, job store %s", self.queue.owner, destinations, self.db.where)
@@ -113,6 +124,18 @@ class Exporter:
                 os.close(lock)
             LOG.info("stopped")
         return status
+
+    def _prune_loop(self) -> None:
+        # Its own thread: deleting a large folder must not hold up the watchdog's pings. An error
+        # (store unreachable, a folder that cannot be removed) is logged and tried at the next run.
+        wait = 0.0  # the first run at start
+        while not self._stop.wait(wait):
+            wait = self.config.retention.interval_seconds
+            try:
+                self.pruner.run()
+            except Exception:
+                LOG.exception("retention: this run stopped early; trying again in %g s",
+                              self.config.retention.interval_seconds)
 
     def _sweep(self) -> None:
         try:
