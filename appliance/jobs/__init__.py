@@ -7,8 +7,8 @@ Modules, one job each: :mod:`~appliance.jobs.model` (states, records), :mod:`~ap
 (SQLite or PostgreSQL behind one interface), :mod:`~appliance.jobs.schema` (versioned migrations),
 and the store split by role: :mod:`~appliance.jobs.intake` (the adapters), :mod:`~appliance.jobs.queue`
 (the workers: claims, leases, stage records), :mod:`~appliance.jobs.exports` (the exporters: one
-leased task per destination), :mod:`~appliance.jobs.store` (reading, operators' actions), :mod:`~appliance.jobs.retention` (which
-finished jobs are removed, and the audit of it);
+leased task per destination), :mod:`~appliance.jobs.store` (reading, operators' actions),
+:mod:`~appliance.jobs.retention` (which finished jobs are removed, and the audit of it);
 :mod:`~appliance.jobs.lease` (the heartbeat renewing a process's claims), :mod:`~appliance.jobs.lock`
 (one process per role on SQLite);
 :mod:`~appliance.jobs.operator` (what an operator does to jobs: cancel, run or export again) and

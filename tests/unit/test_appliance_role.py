@@ -22,6 +22,7 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from appliance.jobs import RetentionPolicy
 from appliance.settings import (
     AeTitleConfig,
     DashboardUser,
@@ -126,6 +127,10 @@ def test_the_template_renders_a_valid_configuration() -> None:
     fleet = parse_config(_render(appliance_destinations=ONE_DESTINATION, appliance_database_url=url,
                                  appliance_reject_unknown_sources=False))
     assert fleet.storage.database_url == url
+    assert config.retention.policy == RetentionPolicy()  # keeps every job unless told otherwise
+    kept = parse_config(_render(appliance_destinations=ONE_DESTINATION, appliance_retention_max_age_days=30,
+                                appliance_retention_disk_watermark_percent=85, appliance_reject_unknown_sources=False))
+    assert kept.retention.policy == RetentionPolicy(max_age_days=30, disk_watermark_percent=85)
     with pytest.raises(SettingsError, match="AE title OrganSeg sends its results nowhere"):
         parse_config(_render())
 
