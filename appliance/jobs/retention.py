@@ -41,6 +41,7 @@ from typing import Any
 
 from appliance.jobs.database import Database, Transaction
 from appliance.storage import PayloadLayout
+from appliance.storage.filesystem import existing_ancestor
 
 LOG = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class Pruner:
         return done
 
     def _percent_used(self) -> float:
-        usage = self.disk_usage(self.layout.root)
+        usage = self.disk_usage(existing_ancestor(self.layout.root))  # the root may not be made yet
         return 100.0 * usage.used / usage.total if usage.total else 0.0
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from appliance.jobs import (
+    Database,
     ExportQueue,
     Intake,
     InvalidTransition,
@@ -152,3 +154,14 @@ def test_a_crash_mid_prune_leaves_no_actionable_row_and_is_finished_later(
     assert done.job_id == "D2" and done.finished_at is not None and done.bytes_freed
     assert _left(layout) == ["D1", "F1", "P1", "Q1", "R1", "V1"]
     assert pruner.run() == []  # nothing twice
+
+
+def test_two_pruners_at_once_remove_each_job_once(store: JobStore, layout: PayloadLayout,
+                                                   connect: Callable[[], Database]) -> None:
+    for n in range(8):
+        _delivered(store, layout, f"D{n}", 10 + n)
+    pruners = [Pruner(connect(), layout, RetentionPolicy(max_age_days=1)) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda p: p.run(), pruners))
+    assert sorted(p.job_id for r in results for p in r) == [f"D{n}" for n in range(8)]
+    assert _left(layout) == [] and freed(store.db).jobs == 8
