@@ -40,6 +40,8 @@ LOG = logging.getLogger(__name__)
 TICK_SECONDS = 0.25
 #: How often tasks of destinations that are not configured are failed (seconds).
 SWEEP_SECONDS = 5.0
+#: How long a stopping exporter waits for the retention run in progress (seconds).
+RETENTION_STOP_SECONDS = 10.0
 
 
 class Exporter:
@@ -118,6 +120,9 @@ class Exporter:
             self._stop.set()
             for thread in self._threads:
                 thread.join(self.config.export.timeout_seconds * 2 + 5)
+            if self._retention.is_alive():
+                # A removal cut short here is finished by the next exporter (appliance.jobs.retention).
+                self._retention.join(RETENTION_STOP_SECONDS)
             self.heartbeat.stop()
             self.db.close()
             if lock is not None:
