@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -28,6 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.model_repository import sources
 from harness import images
 from harness.paths import REPO_ROOT
 
@@ -45,6 +47,10 @@ POSTGRESQL_UID = 999
 #: The extras the appliance role installs (appliance_venv_extras): the CPU Triton comes with them.
 EXTRAS = ("cpu-serving",)
 VENV = "/opt/appliance/venv"
+#: The trained liver model's weights (inside a wheel from PyPI, appliance.model_repository.sources): in the
+#: image, so that the Triton pods' init container builds the model repository without PyPI.
+SHARE = "/opt/appliance/share"
+LIVER_WHEEL = "pyliverlesionseg-0.3-py3-none-any.whl"
 KEY_LABEL = "org.appliance.build-key"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -81,6 +87,7 @@ python{PYTHON} -m venv {VENV}
 {VENV}/bin/pip install -q --no-index --no-cache-dir --disable-pip-version-check \\
   --find-links /bundle/wheels "appliance[{','.join(EXTRAS)}]==$VERSION"
 cp /bundle/bundle.json {VENV}/bundle.json
+install -D -m 0644 /bundle/{LIVER_WHEEL} {SHARE}/{LIVER_WHEEL}
 {VENV}/bin/appliance --help >/dev/null
 {_CLEAN}
 """
@@ -189,6 +196,8 @@ def build(bundle_cache: Path | None = None) -> Built:
     base = f"{images.REPOSITORY}:{RELEASE}"
     base_id = _docker("image", "inspect", "--format", "{{.Id}}", base).strip()
     bundle = _bundle(bundle_cache or REPO_ROOT / ".cache" / "bundles")
+    # The same controller cache the triton role fetches it into (triton_packages_cache).
+    liver = sources.liver_wheel(REPO_ROOT / ".cache")
     version = str(bundle["version"])
 
     runtime = f"{RUNTIME_REPOSITORY}:{RELEASE}"
@@ -205,17 +214,22 @@ def build(bundle_cache: Path | None = None) -> Built:
             f"USER {POSTGRESQL_UID}:{POSTGRESQL_UID}", "WORKDIR /var/lib/postgresql", 'CMD ["postgres"]'])
 
     appliance = f"{APPLIANCE_REPOSITORY}:{image_tag(version)}"
-    key = build_key("appliance", runtime_id, version)
+    key = build_key("appliance", runtime_id, version, liver.name)
     if _label(appliance) != key:
         with tempfile.TemporaryDirectory(prefix="appliance-image-") as tmp:
             with tarfile.open(str(bundle["path"])) as tar:
                 tar.extractall(tmp, filter="data")
+            shutil.copyfile(liver, Path(tmp, LIVER_WHEEL))
             _run_and_commit(runtime, _APPLIANCE_SCRIPT, appliance, key, [
                 f"ENV PATH={VENV}/bin:{PATH}", "ENV HOME=/tmp", "ENV PYTHONUNBUFFERED=1",
                 f"USER {APPLIANCE_UID}:{APPLIANCE_UID}", "WORKDIR /tmp",
                 'ENTRYPOINT ["/usr/bin/tini", "--"]', 'CMD ["appliance", "--help"]',
                 f"LABEL org.opencontainers.image.version={version}"],
                 mounts=(f"{tmp}:/bundle:ro",), env={"VERSION": version})
+        # Earlier builds of the appliance (other source versions) go: each is over a gigabyte.
+        for old in _docker("images", "--format", "{{.Repository}}:{{.Tag}}", APPLIANCE_REPOSITORY).split():
+            if old != appliance:
+                _docker("rmi", old, check=False)
     return Built(appliance, postgresql, version)
 
 

@@ -223,6 +223,7 @@ def test_triton_probes_and_model_repository() -> None:
         models = triton.spec["initContainers"][0]
         assert models["args"][:4] == ["python", "-m", "appliance.model_repository", "/models"]
         assert f"--backend={backend}" in models["args"]
+        assert "--liver-wheel=/opt/appliance/share/pyliverlesionseg-0.3-py3-none-any.whl" in models["args"]
         if mode == "cpu":
             assert server["args"][:3] == ["python", "-m", "appliance.triton_local"]
             assert "--address=0.0.0.0" in server["args"]
