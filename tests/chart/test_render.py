@@ -13,21 +13,24 @@ scheduler placing pods, hooks running in order, ``lookup`` finding the existing 
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
-import subprocess
-import sys
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from appliance import cli
+from appliance.triton_access import server_flags
+
 from .chartkit import CHART, NAMESPACE, RELEASE, VALUES_FILES, Pod, Rendered, kubernetes_versions, render, values_of
 
 helm_python = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (pip install -e '.[dev]')")
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
 
-APPLIANCE = Path(sys.executable).with_name("appliance")
 CASES = [None, *VALUES_FILES]
 IDS = ["defaults", *(p.name.removesuffix("-values.yaml") for p in VALUES_FILES)]
 
@@ -117,19 +120,26 @@ def test_every_pod_and_container_is_locked_down(site: tuple[dict[str, Any], Rend
             assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}, container["name"]
 
 
-def _check(config: str, tmp_path: Path, service: str) -> subprocess.CompletedProcess[str]:
+def _check(config: str, tmp_path: Path, service: str) -> tuple[int, str]:
+    """``appliance SERVICE --check --config FILE``: its exit status and what it wrote. In this process:
+    the same entry point as the console script, without an interpreter start per case."""
     path = tmp_path / "adapter.yaml"
     path.write_text(config)
-    return subprocess.run([str(APPLIANCE), service, "--check", "--config", str(path)],
-                          capture_output=True, text=True, check=False, timeout=120)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            status = cli.main([service, "--check", "--config", str(path)])
+        except SystemExit as exc:  # argparse and the settings loader exit with the reason
+            status = exc.code if isinstance(exc.code, int) else 1
+    return status, out.getvalue()
 
 
 @pytest.mark.parametrize("service", ["adapter", "worker", "exporter"])
 def test_the_config_map_passes_the_appliances_own_check(site: tuple[dict[str, Any], Rendered], service: str,
                                                          tmp_path: Path) -> None:
     _, rendered = site
-    done = _check(rendered.config_file(), tmp_path, service)
-    assert done.returncode == 0, done.stderr
+    status, output = _check(rendered.config_file(), tmp_path, service)
+    assert status == 0, output
     # The migrations hook carries the same file in its environment (it runs before the ConfigMap exists).
     for job in rendered.of_kind("Job"):
         env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -146,7 +156,7 @@ def test_the_original_dicom_block_is_taken_as_written(tmp_path: Path) -> None:
     assert config["dicom"] == expected
     # Senders keep the original's port, on the Service.
     assert rendered.get("Service", f"{RELEASE}-adapter")["spec"]["ports"][0]["port"] == original["scp"]["port"]
-    assert _check(rendered.config_file(), tmp_path, "adapter").returncode == 0
+    assert _check(rendered.config_file(), tmp_path, "adapter")[0] == 0
 
 
 def test_the_adapter_keeps_the_senders_address_and_drains_slowly() -> None:
@@ -190,7 +200,8 @@ def test_the_database_comes_from_a_secret_and_is_migrated_before_the_services() 
     assert statefulset["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
 
     external = render(values_of(_values("external-postgres")))
-    assert not external.of_kind("StatefulSet") and not external.of_kind("Secret")
+    assert not external.of_kind("StatefulSet")
+    assert f"{RELEASE}-postgresql" not in {s["metadata"]["name"] for s in external.of_kind("Secret")}
     env = {e["name"]: e for e in external.pod("adapter").spec["containers"][0]["env"]}
     assert env["APPLIANCE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "appliance-database", "key": "url"}
     assert external.get("Job", f"{RELEASE}-migrations")["metadata"]["annotations"]["helm.sh/hook"] == (
@@ -227,6 +238,39 @@ def test_triton_probes_and_model_repository() -> None:
         if mode == "cpu":
             assert server["args"][:3] == ["python", "-m", "appliance.triton_local"]
             assert "--address=0.0.0.0" in server["args"]
+
+
+def test_triton_restricted_apis_need_the_key() -> None:
+    key_file = "/run/secrets/triton/key"
+    for mode in ("gpu", "cpu"):
+        rendered = render({"triton": {"mode": mode}})
+        secret = rendered.get("Secret", f"{RELEASE}-triton-key")
+        assert len(base64.b64decode(secret["data"]["key"])) == 64
+        server = rendered.pod("triton").spec["containers"][0]
+        if mode == "gpu":
+            # The same options as appliance.triton_access gives a host's tritonserver, the key from the Secret.
+            assert server_flags("$(TRITON_API_KEY)") == [a for a in server["args"] if "restricted" in a]
+            env = {e["name"]: e for e in server["env"]}
+            assert env["TRITON_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-triton-key", "key": "key"}
+        else:
+            assert f"--key-file={key_file}" in server["args"]
+            assert key_file in _mounted_files(rendered.pod("triton"))
+        # The worker sends it: the config names the file its pod mounts; no other service gets it.
+        assert yaml.safe_load(rendered.config_file())["worker"]["triton"]["key-file"] == key_file
+        assert key_file in _mounted_files(rendered.pod("worker"))
+        for component in ("adapter", "exporter"):
+            assert key_file not in _mounted_files(rendered.pod(component))
+    opened = render({"triton": {"restrictApis": False}})
+    assert "key-file" not in yaml.safe_load(opened.config_file())["worker"]["triton"]
+    assert not [a for a in opened.pod("triton").spec["containers"][0]["args"] if "restricted" in a]
+    assert not [d for d in opened.of_kind("Secret") if d["metadata"]["name"].endswith("-triton-key")]
+
+
+def _mounted_files(pod: Pod) -> set[str]:
+    """The files of the pod's Secret volumes, at the paths its containers see them."""
+    secrets = {v["name"]: v["secret"] for v in pod.spec.get("volumes", []) if "secret" in v}
+    return {f"{m['mountPath']}/{item['path']}" for c in pod.containers() for m in c.get("volumeMounts", [])
+            if m["name"] in secrets for item in secrets[m["name"]].get("items", [])}
 
 
 @pytest.mark.parametrize(("values", "message"), [

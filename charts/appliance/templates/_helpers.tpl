@@ -52,6 +52,37 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 {{- .Values.spool.existingClaim | default (include "appliance.component" (list . "spool")) -}}
 {{- end -}}
 
+{{/*
+Triton's restricted APIs (model control, shared memory, logging, trace: appliance.triton_access) answer
+only requests carrying the key of this Secret, made once and kept across upgrades. The worker reads it
+from the file the Secret's volume puts at appliance.tritonKeyFile.
+*/}}
+{{- define "appliance.tritonKeyed" -}}
+{{- if and .Values.triton.enabled .Values.triton.restrictApis -}}true{{- end -}}
+{{- end -}}
+
+{{- define "appliance.tritonKeySecret" -}}
+{{- include "appliance.component" (list . "triton-key") -}}
+{{- end -}}
+
+{{- define "appliance.tritonKeyFile" -}}/run/secrets/triton/key{{- end -}}
+
+{{- define "appliance.tritonKeyVolume" -}}
+- name: triton-key
+  secret:
+    secretName: {{ include "appliance.tritonKeySecret" . }}
+    defaultMode: 0440
+    items:
+      - key: key
+        path: key
+{{- end -}}
+
+{{- define "appliance.tritonKeyMount" -}}
+- name: triton-key
+  mountPath: {{ include "appliance.tritonKeyFile" . | dir }}
+  readOnly: true
+{{- end -}}
+
 {{- define "appliance.postgresql.bundled" -}}
 {{- if and (eq .Values.database.type "postgresql") (not .Values.database.external.existingSecret) -}}true{{- end -}}
 {{- end -}}
@@ -120,7 +151,11 @@ Rendered into the ConfigMap, and into the migrations hook's own copy.
 {{- if .Values.triton.enabled -}}
 {{- $worker := get $config "worker" | default (dict) -}}
 {{- $triton := include "appliance.component" (list . "triton") -}}
-{{- $_ = set $worker "triton" (dict "http-url" (printf "%s:%d" $triton (int .Values.triton.ports.http)) "grpc-url" (printf "%s:%d" $triton (int .Values.triton.ports.grpc))) -}}
+{{- $urls := dict "http-url" (printf "%s:%d" $triton (int .Values.triton.ports.http)) "grpc-url" (printf "%s:%d" $triton (int .Values.triton.ports.grpc)) -}}
+{{- if include "appliance.tritonKeyed" . -}}
+{{- $_ = set $urls "key-file" (include "appliance.tritonKeyFile" .) -}}
+{{- end -}}
+{{- $_ = set $worker "triton" $urls -}}
 {{- $_ = set $config "worker" $worker -}}
 {{- end -}}
 {{- if .Values.dashboard.enabled -}}
