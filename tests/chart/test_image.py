@@ -83,7 +83,7 @@ def runner_factory(tmp_path: Path) -> Iterator[list[PodRunner]]:
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-@pytest.mark.parametrize("database", ["sqlite"])
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_study_pushed_into_the_chart_comes_back_as_a_seg(built: appliance_image.Built, database: str,
                                                           tmp_path: Path, runner_factory: list[PodRunner]) -> None:
     if shutil.which("storescu", path="/usr/bin") is None:

@@ -139,7 +139,12 @@ def test_the_config_map_passes_the_appliances_own_check(site: tuple[dict[str, An
                                                          tmp_path: Path) -> None:
     _, rendered = site
     status, output = _check(rendered.config_file(), tmp_path, service)
-    assert status == 0, output
+    assert f"{tmp_path / 'adapter.yaml'}: OK" in output, output
+    if "database-url" in yaml.safe_load(rendered.config_file())["storage"]:
+        # Valid; only the database, the chart's Service or the site's server, cannot be reached from here.
+        assert status == 1 and f"appliance {service}: job store postgresql://" in output, output
+    else:
+        assert status == 0, output
     # The migrations hook carries the same file in its environment (it runs before the ConfigMap exists).
     for job in rendered.of_kind("Job"):
         env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -156,7 +161,7 @@ def test_the_original_dicom_block_is_taken_as_written(tmp_path: Path) -> None:
     assert config["dicom"] == expected
     # Senders keep the original's port, on the Service.
     assert rendered.get("Service", f"{RELEASE}-adapter")["spec"]["ports"][0]["port"] == original["scp"]["port"]
-    assert _check(rendered.config_file(), tmp_path, "adapter")[0] == 0
+    assert f"{tmp_path / 'adapter.yaml'}: OK" in _check(rendered.config_file(), tmp_path, "adapter")[1]
 
 
 def test_the_adapter_keeps_the_senders_address_and_drains_slowly() -> None:
@@ -186,12 +191,20 @@ def _values(name: str) -> Path:
     return next(p for p in VALUES_FILES if p.name == f"{name}-values.yaml")
 
 
-def test_the_database_comes_from_a_secret_and_is_migrated_before_the_services() -> None:
+def _env(pod: Pod) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in pod.spec["containers"][0]["env"]}
+
+
+def test_the_job_store_url_is_in_the_config_and_its_password_in_a_secret() -> None:
     bundled = render({})
-    env = {e["name"]: e for e in bundled.pod("worker").spec["containers"][0]["env"]}
-    assert env["APPLIANCE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-postgresql", "key": "url"}
-    assert "database-url" not in bundled.config_file()  # no password in a ConfigMap
+    # storage.database-url, the setting the appliance role writes (appliance_database_url), without a password.
+    url = f"postgresql://appliance@{RELEASE}-postgresql:5432/appliance"
+    assert yaml.safe_load(bundled.config_file())["storage"]["database-url"] == url
+    for component in ("adapter", "worker", "exporter", "migrations"):
+        env = _env(bundled.pod(component))
+        assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-postgresql", "key": "password"}
     secret = bundled.get("Secret", f"{RELEASE}-postgresql")
+    assert set(secret["data"]) == {"password"}
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     job = bundled.get("Job", f"{RELEASE}-migrations")["metadata"]["annotations"]
     # The bundled database exists only after the install.
@@ -202,15 +215,20 @@ def test_the_database_comes_from_a_secret_and_is_migrated_before_the_services() 
     external = render(values_of(_values("external-postgres")))
     assert not external.of_kind("StatefulSet")
     assert f"{RELEASE}-postgresql" not in {s["metadata"]["name"] for s in external.of_kind("Secret")}
-    env = {e["name"]: e for e in external.pod("adapter").spec["containers"][0]["env"]}
-    assert env["APPLIANCE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "appliance-database", "key": "url"}
+    assert yaml.safe_load(external.config_file())["storage"]["database-url"] == (
+        "postgresql://appliance@db.hospital.internal:5432/appliance")
+    env = _env(external.pod("adapter"))
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "appliance-database", "key": "password"}
     assert external.get("Job", f"{RELEASE}-migrations")["metadata"]["annotations"]["helm.sh/hook"] == (
         "pre-install,pre-upgrade")
+    # Without a Secret (trust or certificate logins) no password is set.
+    trusted = render({"database": {"external": {"url": "postgresql://appliance@db:5432/appliance"}}})
+    assert "PGPASSWORD" not in _env(trusted.pod("worker"))
 
     sqlite = render(values_of(_values("single-node-hostport")))
     assert not sqlite.of_kind("Job") and not sqlite.of_kind("StatefulSet")
-    assert all("env" not in c or "APPLIANCE_DATABASE_URL" not in str(c["env"]) for p in sqlite.pods()
-               for c in p.containers())
+    assert "database-url" not in yaml.safe_load(sqlite.config_file())["storage"]
+    assert all("PGPASSWORD" not in str(c.get("env", [])) for p in sqlite.pods() for c in p.containers())
 
 
 def test_the_spool_is_shared_and_kept() -> None:
@@ -280,6 +298,8 @@ def _mounted_files(pod: Pod) -> set[str]:
      "database.type sqlite allows one replica of each service, adapter.replicas is 3"),
     ({"database": {"type": "sqlite"}, "worker": {"replicas": 1, "autoscaling": {"enabled": True}}},
      "worker.autoscaling.enabled would add workers"),
+    ({"database": {"external": {"url": "postgresql://appliance:s3cret@db:5432/appliance"}}},
+     "database.external.url holds a password, which would land in a ConfigMap"),
     ({"adapter": {"service": {"nodePort": 104}}},
      "adapter.service.nodePort 104 is outside the cluster's NodePort range 30000-32767"),
     ({"adapter": {"service": {"nodePort": 30104, "nodePortRange": "20000-22767"}}},
@@ -290,8 +310,8 @@ def _mounted_files(pod: Pod) -> set[str]:
     ({"config": {"dicom": {"scp": {"ae-titles": [{"ae-title": "A", "destinations": "none"}],
                                    "reject-unknown-sources": True}}}},
      "reject-unknown-sources is true but config.dicom.scp.sources is empty"),
-], ids=["sqlite-workers", "sqlite-adapters", "sqlite-autoscaling", "nodeport-low", "nodeport-own-range",
-        "gpu-without-resource", "dashboard-without-users", "sources-empty"])
+], ids=["sqlite-workers", "sqlite-adapters", "sqlite-autoscaling", "password-in-url", "nodeport-low",
+        "nodeport-own-range", "gpu-without-resource", "dashboard-without-users", "sources-empty"])
 def test_each_fail_guard_stops_the_render_with_its_message(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm_python.HelmRenderError, match="appliance: ") as caught:
         render(values)

@@ -84,16 +84,18 @@ from the file the Secret's volume puts at appliance.tritonKeyFile.
 {{- end -}}
 
 {{- define "appliance.postgresql.bundled" -}}
-{{- if and (eq .Values.database.type "postgresql") (not .Values.database.external.existingSecret) -}}true{{- end -}}
+{{- if and (eq .Values.database.type "postgresql") (not .Values.database.external.url) -}}true{{- end -}}
 {{- end -}}
 
-{{/* The Secret and key holding the job store's PostgreSQL URL. */}}
-{{- define "appliance.databaseSecret" -}}
-{{- .Values.database.external.existingSecret | default (include "appliance.component" (list . "postgresql")) -}}
+{{/* The job store's storage.database-url: the external one as given, else the bundled server's. No password:
+libpq takes it from PGPASSWORD (appliance.env). */}}
+{{- define "appliance.databaseUrl" -}}
+{{- if .Values.database.external.url -}}
+{{- .Values.database.external.url -}}
+{{- else -}}
+{{- $pg := .Values.database.bundled -}}
+{{- printf "postgresql://%s@%s:5432/%s" $pg.user (include "appliance.component" (list . "postgresql")) $pg.database -}}
 {{- end -}}
-
-{{- define "appliance.databaseSecretKey" -}}
-{{- if .Values.database.external.existingSecret -}}{{ .Values.database.external.urlKey }}{{- else -}}url{{- end -}}
 {{- end -}}
 
 {{/* The pod-level security context (runAsNonRoot, fsGroup, seccomp). Call with (list $ overrides). */}}
@@ -147,6 +149,9 @@ Rendered into the ConfigMap, and into the migrations hook's own copy.
 {{- $_ = set $config "dicom" $dicom -}}
 {{- $storage := get $config "storage" | default (dict) -}}
 {{- $_ = set $storage "root" .Values.spool.mountPath -}}
+{{- if eq .Values.database.type "postgresql" -}}
+{{- $_ = set $storage "database-url" (include "appliance.databaseUrl" .) -}}
+{{- end -}}
 {{- $_ = set $config "storage" $storage -}}
 {{- if .Values.triton.enabled -}}
 {{- $worker := get $config "worker" | default (dict) -}}
@@ -170,22 +175,29 @@ Rendered into the ConfigMap, and into the migrations hook's own copy.
 {{- $_ = set $config "dashboard" $dashboard -}}
 {{- end -}}
 # The appliance's configuration (docs/adapter.md), rendered by the chart from its values.
-# The job store's PostgreSQL URL is not here: it comes from a Secret, in APPLIANCE_DATABASE_URL.
+# The job store's password is not here: libpq reads it from PGPASSWORD, set from a Secret.
 {{ toYaml $config }}
 {{- end -}}
 
-{{/* Environment of every appliance container: the job store's URL from its Secret, HOME on /tmp. */}}
+{{/* Environment of every appliance container: the job store's password from its Secret (libpq's
+PGPASSWORD; none for an external database without existingSecret), HOME on /tmp. */}}
 {{- define "appliance.env" -}}
 - name: HOME
   value: /tmp
 - name: PYTHONUNBUFFERED
   value: "1"
-{{- if eq .Values.database.type "postgresql" }}
-- name: APPLIANCE_DATABASE_URL
+{{- $db := .Values.database }}
+{{- if and (eq $db.type "postgresql") (or (include "appliance.postgresql.bundled" .) $db.external.existingSecret) }}
+- name: PGPASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "appliance.databaseSecret" . }}
-      key: {{ include "appliance.databaseSecretKey" . }}
+      {{- if include "appliance.postgresql.bundled" . }}
+      name: {{ include "appliance.component" (list . "postgresql") }}
+      key: password
+      {{- else }}
+      name: {{ $db.external.existingSecret }}
+      key: {{ $db.external.passwordKey }}
+      {{- end }}
 {{- end }}
 {{- end -}}
 
@@ -242,6 +254,9 @@ ConfigMap's template.
 {{- if or (lt $port $low) (gt $port $high) -}}
 {{- fail (printf "appliance: adapter.service.nodePort %d is outside the cluster's NodePort range %s (adapter.service.nodePortRange, kube-apiserver --service-node-port-range); pick a port inside it, e.g. %d" $port $v.adapter.service.nodePortRange (add $low 104)) -}}
 {{- end -}}
+{{- end -}}
+{{- if regexMatch "^[a-z]+://[^/@]*:[^/@]*@" ($v.database.external.url | default "") -}}
+{{- fail "appliance: database.external.url holds a password, which would land in a ConfigMap. Give the URL without it (postgresql://USER@HOST:PORT/DATABASE) and the password in a Secret: database.external.existingSecret and passwordKey" -}}
 {{- end -}}
 {{- if and $v.triton.enabled (eq $v.triton.mode "gpu") (not $v.triton.gpu.resourceName) -}}
 {{- fail "appliance: triton.mode gpu needs triton.gpu.resourceName, the extended resource the device plugin advertises (nvidia.com/gpu for NVIDIA's); set it, or triton.mode: cpu" -}}
