@@ -48,7 +48,7 @@ class TritonStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ports:
-    """TCP ports of the server's HTTP, gRPC and metrics endpoints (all bound to 127.0.0.1)."""
+    """TCP ports of the server's HTTP, gRPC and metrics endpoints."""
 
     http: int
     grpc: int
@@ -126,12 +126,14 @@ class LocalTriton:
             requests carrying this key (see :mod:`appliance.triton_access`); None leaves them open.
         log_to_stderr: the server writes its log to this process's stderr instead of
             ``workdir/tritonserver.log`` (for systemd, which keeps it in the journal).
+        address: the address the endpoints listen on: 127.0.0.1 (the default: the worker is on this
+            host), or 0.0.0.0 in a container that other pods reach through a Service.
     """
 
     def __init__(self, repository: str | Path | None = None, workdir: str | Path | None = None,
                  ports: Ports | None = None, startup_timeout_s: float = 120.0,
                  intra_op_threads: int = 0, liver_wheel: str | Path | None = None, key: str | None = None,
-                 log_to_stderr: bool = False) -> None:
+                 log_to_stderr: bool = False, address: str = "127.0.0.1") -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="triton-local-")
@@ -143,6 +145,7 @@ class LocalTriton:
         self.startup_timeout_s = startup_timeout_s
         self.intra_op_threads = intra_op_threads
         self.liver_wheel = Path(liver_wheel) if liver_wheel is not None else None
+        self.address = address
         self.process: subprocess.Popen[bytes] | None = None
         self.key = key
         self.log_path: Path | None = None if log_to_stderr else self.workdir / "tritonserver.log"
@@ -211,9 +214,9 @@ class LocalTriton:
             str(server_binary()),
             f"--model-repository={self.repository}",
             f"--backend-directory={backends}",
-            "--http-address=127.0.0.1", f"--http-port={ports.http}",
-            "--grpc-address=127.0.0.1", f"--grpc-port={ports.grpc}",
-            "--metrics-address=127.0.0.1", f"--metrics-port={ports.metrics}",
+            f"--http-address={self.address}", f"--http-port={ports.http}",
+            f"--grpc-address={self.address}", f"--grpc-port={ports.grpc}",
+            f"--metrics-address={self.address}", f"--metrics-port={ports.metrics}",
             "--allow-gpu-metrics=false",
             "--exit-on-error=true",
             "--strict-readiness=true",
@@ -289,10 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--liver-wheel", help="pyliverlesionseg 0.3 wheel for a repository built here "
                                               "(default: pip download it)")
+    parser.add_argument("--address", default="127.0.0.1",
+                        help="listening address of the three endpoints (default 127.0.0.1; 0.0.0.0 in a pod)")
     args = parser.parse_args(argv)
     key = read_key(args.key_file) if args.key_file else None
     server = LocalTriton(args.repository, args.workdir, Ports(args.http_port, args.grpc_port, args.metrics_port),
-                         liver_wheel=args.liver_wheel, key=key, log_to_stderr=True)
+                         liver_wheel=args.liver_wheel, key=key, log_to_stderr=True, address=args.address)
     stop = threading.Event()
     # SIGTERM (systemd, kill) must stop the server too, not leave it running without its launcher.
     on_stop_signals(stop.set)

@@ -5,6 +5,10 @@ Commands:
   images [VERSION ...]       build or reuse the Ubuntu test-host images (default: all)
   env                        print ``export`` lines for DOCKER_HOST and the molecule variables
   sandbox up|down            the local Ubuntu host of inventory/sandbox (24.04, or $HARNESS_RELEASE)
+  appliance-image [--save FILE]
+                             build the appliance's container images (and the bundled PostgreSQL's)
+                             offline from the wheel bundle; --save writes them into one tar for
+                             `ctr -n k8s.io images import`
   roundtrip [--container NAME] [--ae AE]
                              push a new phantom CT study into the host's DICOM port from here and
                              wait for its DICOM SEG on this machine (storescp, port 11112)
@@ -17,7 +21,7 @@ import shlex
 import shutil
 import sys
 
-from harness import cgroups, engine, images, loopdevs, roundtrip, sandbox
+from harness import appliance_image, cgroups, engine, images, loopdevs, roundtrip, sandbox
 
 
 def _env_lines(host: str) -> list[str]:
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env")
     box = sub.add_parser("sandbox")
     box.add_argument("action", choices=("up", "down"))
+    image = sub.add_parser("appliance-image")
+    image.add_argument("--save", metavar="FILE", help="also write both images into FILE (a Docker archive tar)")
     trip = sub.add_parser("roundtrip")
     trip.add_argument("--container", default=sandbox.NAME, help=f"the host (default {sandbox.NAME})")
     trip.add_argument("--ae", default="OrganSeg", help="called AE title (default OrganSeg)")
@@ -67,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{sandbox.NAME}: running at {sandbox.up()}")
         else:
             sandbox.down()
+        return 0
+    if args.command == "appliance-image":
+        from pathlib import Path
+
+        built = appliance_image.build()
+        if args.save:
+            appliance_image.save(built, Path(args.save))
+        print(built.as_json())
         return 0
     if args.command == "roundtrip":
         from pathlib import Path

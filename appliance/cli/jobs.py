@@ -129,6 +129,24 @@ def _complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    """Apply the job store's missing migrations (the chart's hook Job runs it before an upgrade)."""
+    from appliance.jobs import SCHEMA_VERSION, StoreError, migrate, open_database
+
+    try:
+        db = open_database(load_config(args.config).storage.job_store)
+        try:
+            applied = migrate(db)
+        finally:
+            db.close()
+    except StoreError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    done = ", ".join(f"{m.version} ({m.description})" for m in applied)
+    print(f"job store {db.where}: " + (f"applied {done}" if applied else f"schema version {SCHEMA_VERSION} (current)"))
+    return 0
+
+
 def _guarded(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -166,6 +184,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("--pipeline", action="store_true",
                    help="run the pipeline again even if only the export failed")
     a.set_defaults(func=_guarded(_retry))
+    a = actions.add_parser("migrate", help="apply the job store's missing migrations, then exit")
+    a.set_defaults(func=_guarded(_migrate))
     a = actions.add_parser("complete", help="mark a study complete now (ends its quiet window)")
     a.add_argument("study_uid", metavar="STUDY_UID")
     a.set_defaults(func=_guarded(_complete))

@@ -123,6 +123,27 @@ def test_single_node_has_no_control_plane_taint() -> None:
     assert "taints" not in kubeadm_docs({"kubernetes_single_node": False})["InitConfiguration"]["nodeRegistration"]
 
 
+@pytest.mark.parametrize(("host", "single"), [("cp", False), ("elsewhere", True)])
+def test_a_control_plane_with_workers_keeps_its_taint(host: str, single: bool) -> None:
+    groups = {"kubernetes_control_plane": ["cp"], "kubernetes_workers": ["w1", "w2"]}
+    registration = kubeadm_docs({"groups": groups, "inventory_hostname": host})["InitConfiguration"]["nodeRegistration"]
+    assert ("taints" in registration) is single
+
+
+def test_join_configuration_from_the_control_planes_join_command() -> None:
+    join = "kubeadm join 10.1.2.3:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:0a1b \n"
+    extra = {"__kubernetes_join": join, "ansible_facts": {"nodename": "GPU-1"}}
+    doc = yaml.safe_load(render("kubeadm-join.yaml.j2", extra))
+    assert doc["kind"] == "JoinConfiguration"
+    assert doc["discovery"]["bootstrapToken"] == {
+        "apiServerEndpoint": "10.1.2.3:6443", "token": "abcdef.0123456789abcdef", "caCertHashes": ["sha256:0a1b"]}
+    assert doc["nodeRegistration"] == {"name": "gpu-1", "criSocket": "unix:///run/containerd/containerd.sock"}
+    # An endpoint set in the inventory wins over the one kubeadm advertises.
+    pinned = yaml.safe_load(render("kubeadm-join.yaml.j2",
+                                   {**extra, "kubernetes_control_plane_endpoint": "cp.example:6443"}))
+    assert pinned["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "cp.example:6443"
+
+
 def test_kubernetes_version_follows_installed_kubeadm() -> None:
     assert kubeadm_docs()["ClusterConfiguration"]["kubernetesVersion"] == "stable-1.36"
     installed = {"kubernetes_kubeadm_version": {"rc": 0, "stdout": "v1.36.4\n"}}
