@@ -48,6 +48,7 @@ def rerun(store: JobStore, job_id: str) -> Job:
     attempt; its results then go to every destination."""
     with store.db.transaction() as tx:
         job = _finished(rows.get(tx, job_id, lock=True))
+        rows.refuse_pruned(tx, job_id)
         return rows.move(tx, job_id, JobState.READY, attempt=job.attempt + 1, resumes=0, error=None,
                          failed_phase=None, finished_at=None)
 
@@ -66,6 +67,7 @@ def export_again(store: JobStore, job_id: str, destinations: Sequence[str]) -> J
         raise ValueError("no destination to export to")
     with store.db.transaction() as tx:
         job = _finished(rows.get(tx, job_id, lock=True))
+        rows.refuse_pruned(tx, job_id)
         attempt = job.attempt + 1
         known = [*job.destinations, *(d for d in wanted if d not in job.destinations)]
         tasks = {t.destination: t for t in (rows.task(r) for r in tx.execute(

@@ -44,6 +44,13 @@ def get(tx: Transaction, job_id: str, lock: bool = False) -> Job:
     return job(row)
 
 
+def refuse_pruned(tx: Transaction, job_id: str) -> None:
+    """Raise :class:`InvalidTransition` when the retention policy removed ``job_id``'s files:
+    nothing can run or send it again."""
+    if tx.execute("SELECT pruned_at FROM jobs WHERE id = ?", (job_id,)).fetchone() != (None,):
+        raise InvalidTransition(f"{job_id}: its files were removed by the retention policy")
+
+
 def move(tx: Transaction, job_id: str, target: JobState, *, open_tasks: bool = True, **fields: Any) -> Job:
     """Move the job to ``target`` if the life cycle allows it, setting ``fields`` too; entering
     ``exporting`` creates its export tasks (unless ``open_tasks`` is false: the caller has set

@@ -129,8 +129,7 @@ class JobStore:
         ``ready`` so a worker runs every stage again."""
         with self.db.transaction() as tx:
             job = rows.get(tx, job_id, lock=True)
-            if tx.execute("SELECT pruned_at FROM jobs WHERE id = ?", (job_id,)).fetchone() != (None,):
-                raise InvalidTransition(f"{job_id}: its files were removed by the retention policy")
+            rows.refuse_pruned(tx, job_id)
             if job.state is not JobState.FAILED:
                 raise InvalidTransition(f"{job_id}: only a failed job can be retried (it is {job.state.value})")
             target = JobState.EXPORTING if job.failed_phase == "export" and not pipeline else JobState.READY

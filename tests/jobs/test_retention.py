@@ -20,6 +20,7 @@ from appliance.jobs import (
     PipelineQueue,
     Pruner,
     RetentionPolicy,
+    operator,
 )
 from appliance.jobs.retention import freed, prunes
 from appliance.storage import PayloadLayout
@@ -111,6 +112,10 @@ def test_failed_jobs_are_kept_until_their_own_age(jobs: JobStore, layout: Payloa
     assert [(p.job_id, p.reason) for p in pruned] == [("F1", "failed-age")]
     with pytest.raises(InvalidTransition, match="retention"):
         jobs.retry("F1")  # its files are gone: a retry would act on a missing folder
+    # The operator's actions (the dashboard's) refuse it the same way.
+    for act in (lambda: operator.rerun(jobs, "D1"), lambda: operator.export_again(jobs, "D1", ["pacs"])):
+        with pytest.raises(InvalidTransition, match="retention"):
+            act()
 
 
 def test_watermark_prunes_oldest_delivered_jobs_until_below(jobs: JobStore, layout: PayloadLayout) -> None:
