@@ -115,12 +115,6 @@ class Intake:
                              " WHERE study_uid = ?)", (study_uid,))
         return [rows.job(r) for r in found]
 
-    def update_progress(self, job_id: str, instance_count: int, last_instance_at: float) -> None:
-        """Refresh a receiving job's instance count and last arrival (UNIX seconds)."""
-        with self.db.transaction() as tx:
-            tx.execute("UPDATE jobs SET instance_count = ?, last_instance_at = ?, updated_at = ? WHERE id = ?",
-                       (instance_count, last_instance_at, time.time(), job_id))
-
     def mark_ready(self, job_id: str, instance_count: int) -> Job:
         """``receiving -> ready`` with the final instance count. A job an operator cancelled while
         it was receiving stays ``cancelled`` (its count is still recorded) and is returned as it is."""
