@@ -344,12 +344,8 @@ class Grouper:
             self._trouble = str(exc)
 
     def _stored(self, job_id: str) -> int:
-        """Instances in the job's folder (written by any adapter), half-written ones removed first:
-        nobody writes into a group that is quiet in the store, so they were left by a crash."""
+        """Complete instances in the job's folder, written by any adapter."""
         input_dir = self._layout.input_dir(job_id)
-        removed = remove_temporaries(input_dir)
-        if removed:
-            LOG.warning("job %s: removed %d half-written file(s) left by a crash", job_id, removed)
         if not input_dir.is_dir():
             return 0
         return sum(1 for p in input_dir.iterdir() if p.name.endswith(INSTANCE_SUFFIX) and not p.name.startswith("."))
@@ -365,6 +361,10 @@ class Grouper:
             shutil.rmtree(self._layout.job_dir(job.id), ignore_errors=True)
             LOG.info("job %s: discarded (no instance stored)", job.id)
             return []
+        # Only now: before the close, a temporary may be another adapter's instance being written.
+        removed = remove_temporaries(self._layout.input_dir(job.id))
+        if removed:
+            LOG.warning("job %s: removed %d half-written file(s) left by a crash", job.id, removed)
         LOG.info("job %s: ready, %d instance(s) of study %s", closed.id, closed.instance_count, closed.study_uid)
         return [closed]
 
@@ -381,6 +381,7 @@ class Grouper:
                 return 0
             jobs = self._store.receiving()
             for job in jobs:
+                remove_temporaries(self._layout.input_dir(job.id))  # this adapter's, left by its crash
                 count = self._stored(job.id)
                 if count:
                     self._store.mark_ready(job.id, count)
