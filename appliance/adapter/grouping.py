@@ -7,8 +7,15 @@ being written, or at the next tick after ``appliance jobs complete STUDY_UID``. 
 the same study arriving after that opens a *new* group, hence a new job with the next version:
 a started job never changes under the pipeline's feet.
 
-Open groups live in memory and in the job store; :meth:`Grouper.recover` rebuilds them after a
-restart from the store and the files on disk, and their quiet window starts again.
+Open groups live in the job store, shared by every adapter on it (a fleet behind one address):
+an adapter's first instance of a study joins the study's open group or creates it atomically
+(:meth:`Intake.join`), so a study received over several adapters is one job. Each adapter records
+its activity in the group (every tick while it writes or stored something, and at once before
+the first instance after half a quiet window), and the quiet window is measured from the group's
+last instance across all adapters, on the database's clock. Closing is a conditional delete of
+the group row (:meth:`Intake.close`): exactly one adapter closes it. An adapter also closes quiet
+groups it does not know (left by a killed adapter, or its own before a restart), counting what is
+in their folders; memory only caches the groups this adapter is writing into.
 
 Each SOP Instance UID is stored once per group: :meth:`Slot.claim` admits the first instance with
 it to the folder, and the receiver applies the duplicate policy to any later one (never a
@@ -57,12 +64,16 @@ class _Group:
     study_uid: str
     input_dir: Path
     last_seen: float  # clock() of the last arrival, seconds
-    last_seen_wall: float  # time.time() of the same, for the store
+    touched: float  # clock() when the store last confirmed the group open (joined or touched)
     sops: set[str] = field(default_factory=set)  # stored
     claimed: set[str] = field(default_factory=set)  # being committed
     inflight: int = 0
-    dirty: bool = False
+    added: int = 0  # stored since the last touch
     complete_requested: bool = False
+
+    @property
+    def dirty(self) -> bool:
+        return self.added > 0 or self.inflight > 0
 
 
 @dataclass
@@ -98,6 +109,9 @@ class Slot:
         with self._lock:
             group = self._group
             if sop_uid in group.sops or sop_uid in group.claimed:
+                return False
+            if (group.input_dir / (sop_uid + INSTANCE_SUFFIX)).exists():  # stored by another adapter
+                group.sops.add(sop_uid)
                 return False
             group.claimed.add(sop_uid)
         self.claimed_sop = sop_uid
@@ -136,7 +150,7 @@ class Grouper:
         self._lock = threading.Lock()
         self._groups: dict[tuple[str, str], _Group] = {}
         self._creating: dict[tuple[str, str], _Creation] = {}
-        self._unclosed: list[_Group] = []  # closes that failed (store error); retried each tick
+        self._completing: set[str] = set()  # studies whose completion was requested
         self._recovered = False
         self._recover_lock = threading.Lock()
         self._trouble: str | None = None  # the store error being reported, while it lasts
@@ -174,7 +188,9 @@ class Grouper:
         while True:
             with self._lock:
                 group = self._groups.get(key)
-                if group is not None:
+                # A group idle here for half the quiet window is confirmed in the store first: another
+                # adapter may have closed it meanwhile.
+                if group is not None and self._clock() - group.touched < self._quiet / 2:
                     group.inflight += 1
                     return Slot(group, self._lock)
                 creation = self._creating.get(key)
@@ -197,7 +213,12 @@ class Grouper:
             raise
         else:
             with self._lock:
-                self._groups[key] = group
+                known = self._groups.get(key)
+                if known is not None and known.job_id == group.job_id:
+                    known.touched = group.touched
+                    group = known
+                else:
+                    self._groups[key] = group
                 group.inflight += 1
             return Slot(group, self._lock)
         finally:
@@ -214,84 +235,106 @@ class Grouper:
             if slot.claimed_sop is not None:
                 group.claimed.discard(slot.claimed_sop)
             if slot.stored_sop is not None:
-                group.last_seen_wall = time.time()
                 group.sops.add(slot.stored_sop)
-                group.dirty = True
+                group.added += 1
 
     def _create(self, called_ae: str, calling_ae: str, study_uid: str, calling_address: str) -> _Group:
+        """Join the study's open group in the store, or create it with a new job and folder."""
         binding = self._bindings(called_ae)
         workflow = binding.workflow if binding else called_ae
         destinations = binding.destinations if binding else ()
-        job_id = new_job_id(called_ae)
-        # Row first, then folder: a folder never exists without its job. A row whose folder
-        # is missing (crash in between) has no instances and is dropped by recover().
-        self._store.create(job_id, called_ae=called_ae, calling_ae=calling_ae, study_uid=study_uid,
-                           workflow=workflow, destinations=destinations, calling_address=calling_address)
-        input_dir = self._layout.input_dir(job_id)
-        try:
-            make_dirs(input_dir)
-        except OSError:
-            self._store.delete(job_id)
-            raise
-        LOG.info("job %s: receiving study %s on %s from %s@%s", job_id, study_uid, called_ae, calling_ae,
-                 calling_address or "?")
+        job, created = self._store.join(new_job_id(called_ae), called_ae=called_ae, calling_ae=calling_ae,
+                                        study_uid=study_uid, workflow=workflow, destinations=destinations,
+                                        calling_address=calling_address)
+        # Row first, then folder (the store's group keeps it open meanwhile); a joining adapter
+        # makes it too, as its creator may not have yet. A group whose folder stays empty is
+        # deleted with its job when it closes.
+        input_dir = self._layout.input_dir(job.id)
+        make_dirs(input_dir)
+        if created:
+            LOG.info("job %s: receiving study %s on %s from %s@%s", job.id, study_uid, called_ae, calling_ae,
+                     calling_address or "?")
+        else:
+            LOG.info("job %s: joined, receiving study %s on %s from %s", job.id, study_uid, called_ae, calling_ae)
         now = self._clock()
-        return _Group(job_id, called_ae, study_uid, input_dir, now, time.time())
+        return _Group(job.id, called_ae, study_uid, input_dir, now, now)
 
     def request_completion(self, study_uid: str) -> int:
-        """Close the study's groups at the next tick (when no write is in progress)."""
+        """Close the study's groups at the next tick (when no write of this adapter is in progress)."""
         with self._lock:
             groups = [g for g in self._groups.values() if g.study_uid == study_uid]
             for g in groups:
                 g.complete_requested = True
+            self._completing.add(study_uid)
         return len(groups)
 
     def tick(self) -> list[Job]:
-        """Close due groups and save progress of the others; return the jobs that became ready.
+        """Record this adapter's activity in its groups, close quiet groups (any adapter's) and
+        requested ones; return the jobs that became ready.
 
         Never raises for a store error: it is logged (once while it lasts) and the rest of the
         tick's store work waits for the next tick.
         """
+        ready: list[Job] = []
+        with self._lock:
+            touching = [(g, g.added) for g in self._groups.values() if g.dirty]
+            for g, _ in touching:
+                g.added = 0
         try:
             if not self._recovered:
                 self.recover()
             for study_uid in self._store.take_completion_requests():
                 if not self.request_completion(study_uid):
-                    LOG.info("completion requested for study %s, which has no open group", study_uid)
-        except (StoreError, OSError) as exc:
-            self._store_failed(exc)
-            return []
-        now = self._clock()
-        with self._lock:
-            due = [
-                g for g in self._groups.values()
-                if g.inflight == 0 and (g.complete_requested or now - g.last_seen >= self._quiet)
-            ]
-            for g in due:
-                del self._groups[(g.called_ae, g.study_uid)]
-            progress = [g for g in self._groups.values() if g.dirty]
-            for g in progress:
-                g.dirty = False
-            due.extend(self._unclosed)
-            self._unclosed = []
-        ready: list[Job] = []
-        try:
-            for g in progress:
-                self._store.update_progress(g.job_id, len(g.sops), g.last_seen_wall)
-                progress = progress[1:]
-            while due:
-                ready.extend(self._close(due[0]))
-                due = due[1:]
+                    LOG.info("completion requested for study %s, which has no open group here", study_uid)
+            while touching:
+                group, added = touching[0]
+                started = self._clock()
+                if self._store.touch(group.job_id, added):
+                    group.touched = started
+                else:
+                    self._forget(group, "closed by another adapter")
+                touching = touching[1:]
+            ready.extend(self._complete_requested())
+            now = self._clock()
+            with self._lock:
+                due = [g for g in self._groups.values()
+                       if g.inflight == 0 and g.added == 0 and now - g.last_seen >= self._quiet]
+            for g in due:  # closed below once quiet in the store, by this adapter or another
+                self._forget(g, None)
+            for job in self._store.quiet_groups(self._quiet):
+                ready.extend(self._close(job, self._quiet))
         except (StoreError, OSError) as exc:
             self._store_failed(exc)
             with self._lock:
-                for g in progress:
-                    g.dirty = True
-                self._unclosed.extend(due)
+                for group, added in touching:
+                    group.added += added
             return ready
         if self._trouble is not None:
             LOG.warning("job store available again (it failed with: %s)", self._trouble)
             self._trouble = None
+        return ready
+
+    def _forget(self, group: _Group, why: str | None) -> None:
+        with self._lock:
+            key = (group.called_ae, group.study_uid)
+            if self._groups.get(key) is group:
+                del self._groups[key]
+        if why is not None:
+            LOG.warning("job %s: %s", group.job_id, why)
+
+    def _complete_requested(self) -> list[Job]:
+        """Close the groups of requested studies, once no write of this adapter is in progress."""
+        ready: list[Job] = []
+        with self._lock:
+            studies = [s for s in self._completing
+                       if not any(g.inflight for g in self._groups.values() if g.study_uid == s)]
+        for study_uid in studies:
+            for job in self._store.open_groups_of(study_uid):
+                ready.extend(self._close(job, 0.0))
+            with self._lock:
+                self._completing.discard(study_uid)
+                for key in [k for k, g in self._groups.items() if g.study_uid == study_uid]:
+                    del self._groups[key]
         return ready
 
     def _store_failed(self, exc: Exception) -> None:
@@ -300,58 +343,52 @@ class Grouper:
                       "open studies are closed once it is back (retried every tick)", exc)
             self._trouble = str(exc)
 
-    def _close(self, group: _Group) -> list[Job]:
-        if not group.sops:
-            # Every store into it failed (e.g. disk full): nothing was acknowledged, no job.
-            self._discard(group.job_id)
-            return []
-        self._store.update_progress(group.job_id, len(group.sops), group.last_seen_wall)
-        job = self._store.mark_ready(group.job_id, len(group.sops))
-        LOG.info("job %s: ready, %d instance(s) of study %s", job.id, job.instance_count, job.study_uid)
-        return [job]
+    def _stored(self, job_id: str) -> int:
+        """Complete instances in the job's folder, written by any adapter."""
+        input_dir = self._layout.input_dir(job_id)
+        if not input_dir.is_dir():
+            return 0
+        return sum(1 for p in input_dir.iterdir() if p.name.endswith(INSTANCE_SUFFIX) and not p.name.startswith("."))
 
-    def _discard(self, job_id: str) -> None:
-        self._store.delete(job_id)
-        shutil.rmtree(self._layout.job_dir(job_id), ignore_errors=True)
-        LOG.info("job %s: discarded (no instance stored)", job_id)
+    def _close(self, job: Job, quiet: float) -> list[Job]:
+        """Close ``job``'s group if it is still quiet (exactly one adapter succeeds)."""
+        count = self._stored(job.id)
+        closed = self._store.close(job.id, quiet, count)
+        if closed is None:
+            return []  # closed by another adapter, or an instance arrived meanwhile
+        if not count:
+            # Every store into it failed (e.g. disk full): nothing was acknowledged, no job.
+            shutil.rmtree(self._layout.job_dir(job.id), ignore_errors=True)
+            LOG.info("job %s: discarded (no instance stored)", job.id)
+            return []
+        # Only now: before the close, a temporary may be another adapter's instance being written.
+        removed = remove_temporaries(self._layout.input_dir(job.id))
+        if removed:
+            LOG.warning("job %s: removed %d half-written file(s) left by a crash", job.id, removed)
+        LOG.info("job %s: ready, %d instance(s) of study %s", closed.id, closed.instance_count, closed.study_uid)
+        return [closed]
 
     def recover(self) -> int:
-        """Rebuild open groups from ``receiving`` jobs after a restart; return how many (0 when
-        already done).
+        """Close this adapter's ``receiving`` jobs that an older release left outside any store
+        group; return how many (0 when already done). Open groups need no recovery: they are in
+        the store, joined by the next instance of their study or closed once quiet.
 
         Raises a store or file-system error, having changed nothing in memory; the next
-        :meth:`tick` or :meth:`reserve` tries again. Runs once, before any job is created: a
-        recovery that ran beside a creation would take the new, still empty job for one a crash
-        left behind and delete it.
+        :meth:`tick` or :meth:`reserve` tries again. Runs once, before any job is created.
         """
         with self._recover_lock:
             if self._recovered:
                 return 0
             jobs = self._store.receiving()
-            now = self._clock()
-            resumed: dict[tuple[str, str], _Group] = {}
             for job in jobs:
-                input_dir = self._layout.input_dir(job.id)
-                removed = remove_temporaries(input_dir)
-                sops = (
-                    {p.name[: -len(INSTANCE_SUFFIX)] for p in input_dir.iterdir()
-                     if p.name.endswith(INSTANCE_SUFFIX) and not p.name.startswith(".")}
-                    if input_dir.is_dir() else set()
-                )
-                if removed:
-                    LOG.warning("job %s: removed %d half-written file(s) left by a crash", job.id, removed)
-                if not sops:
-                    self._discard(job.id)
-                    continue
-                key = (job.called_ae, job.study_uid)
-                older = resumed.get(key)
-                if older is not None:  # cannot normally happen; never merge two jobs
-                    self._close(older)
-                resumed[key] = _Group(job.id, job.called_ae, job.study_uid, input_dir, now, time.time(), sops,
-                                      dirty=True)
-            with self._lock:
-                self._groups.update(resumed)
-                self._recovered = True
-        for group in resumed.values():
-            LOG.info("job %s: resumed receiving, %d instance(s) on disk", group.job_id, len(group.sops))
-        return len(resumed)
+                remove_temporaries(self._layout.input_dir(job.id))  # this adapter's, left by its crash
+                count = self._stored(job.id)
+                if count:
+                    self._store.mark_ready(job.id, count)
+                    LOG.info("job %s: ready after a restart, %d instance(s) on disk", job.id, count)
+                else:
+                    self._store.delete(job.id)
+                    shutil.rmtree(self._layout.job_dir(job.id), ignore_errors=True)
+                    LOG.info("job %s: discarded (no instance stored)", job.id)
+            self._recovered = True
+        return len(jobs)

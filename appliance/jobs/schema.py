@@ -185,6 +185,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX jobs_finished ON jobs (state, finished_at)",
     )),
+    Migration(6, "open study groups shared by every adapter", (
+        # One open group per (called AE, study): the key any adapter's first instance joins or creates.
+        """CREATE TABLE intake_groups (
+            called_ae        TEXT NOT NULL,
+            study_uid        TEXT NOT NULL,
+            job_id           TEXT NOT NULL UNIQUE REFERENCES jobs(id) ON DELETE CASCADE,
+            last_instance_at {real} NOT NULL,
+            instance_count   INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (called_ae, study_uid)
+        )""",
+        "CREATE INDEX intake_groups_quiet ON intake_groups (last_instance_at)",
+        # Groups that older adapters kept in memory: the first receiving job of each key gets the row.
+        "INSERT INTO intake_groups (called_ae, study_uid, job_id, last_instance_at, instance_count)"
+        " SELECT called_ae, study_uid, id, COALESCE(last_instance_at, updated_at), instance_count FROM jobs"
+        " WHERE state = 'receiving' ORDER BY created_at, id ON CONFLICT (called_ae, study_uid) DO NOTHING",
+    )),
 )
 
 #: The schema version this code writes.

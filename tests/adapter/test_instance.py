@@ -159,16 +159,18 @@ def test_an_image_without_pixel_data_is_refused(grouper: Grouper, tmp_path: Path
     assert grouper.tick() == [] and _files(tmp_path / "payloads") == []
 
 
-def test_a_slow_job_store_delays_only_the_new_study(grouper: Grouper, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_slow_job_store_delays_only_the_new_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A quiet window long enough that the open study is not confirmed in the store again meanwhile.
+    store = Intake(JobStore(tmp_path / "jobs.sqlite3").db)
+    grouper = Grouper(store, PayloadLayout(tmp_path / "payloads"), lambda _title: None, quiet_seconds=60)
     grouper.release(grouper.reserve("OrganSeg", "SENDER", "1.2.3"))  # a study already receiving
-    store = grouper._store
-    unblock, create = threading.Event(), store.create
+    unblock, join = threading.Event(), store.join
 
-    def slow_create(*args: Any, **kwargs: Any) -> None:
+    def slow_join(*args: Any, **kwargs: Any) -> Any:
         unblock.wait(10)  # e.g. another process holds the store's write lock
-        create(*args, **kwargs)
+        return join(*args, **kwargs)
 
-    monkeypatch.setattr(store, "create", slow_create)
+    monkeypatch.setattr(store, "join", slow_join)
     slots: list[Any] = []
     new_study = [threading.Thread(target=lambda: slots.append(grouper.reserve("OrganSeg", "SENDER", "1.2.4")))
                  for _ in range(2)]

@@ -131,8 +131,9 @@ class Fleet:
         config = stack_config(self.spool, 0, pacs_port, triton, **worker)
         config["storage"] = {"root": str(self.spool), "database-url": database_url, "lease-seconds": 5}
         config["worker"]["workers"] = 1
-        # Long enough for a killed adapter to restart and get the rest of its study.
-        config["completion"]["quiet-seconds"] = 4.0
+        # Long enough for a killed adapter to restart and get the rest of its study, and for a sender's
+        # retries after a kill on a loaded 2-core machine (4 s split a study in one of two runs).
+        config["completion"]["quiet-seconds"] = 8.0
         config["dicom"]["scu"]["destinations"][0]["ae-title"] = "PACS"
         self.processes: list[Adapter] = []
         for kind, count in ((Adapter, adapters), (Worker, workers), (Exporter, exporters)):
