@@ -7,12 +7,16 @@ cluster: ``lookup`` returns nothing, as in ``helm template``). Values files are 
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from appliance import cli
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "appliance"
@@ -88,3 +92,17 @@ def render(values: dict[str, Any], name: str = RELEASE, namespace: str = NAMESPA
     docs = [doc for path, text in sorted(manifests.items()) if not path.endswith("NOTES.txt")
             for doc in yaml.safe_load_all(text) if doc]
     return Rendered(docs)
+
+
+def check_config(config: str, tmp_path: Path, service: str) -> tuple[int, str]:
+    """``appliance SERVICE --check --config FILE``: its exit status and what it wrote. In this process:
+    the same entry point as the console script, without an interpreter start per case."""
+    path = tmp_path / "adapter.yaml"
+    path.write_text(config)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            status = cli.main([service, "--check", "--config", str(path)])
+        except SystemExit as exc:  # argparse and the settings loader exit with the reason
+            status = exc.code if isinstance(exc.code, int) else 1
+    return status, out.getvalue()

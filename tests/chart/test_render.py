@@ -14,19 +14,27 @@ scheduler placing pods, hooks running in order, ``lookup`` finding the existing 
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
-import io
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from appliance import cli
 from appliance.triton_access import server_flags
 
-from .chartkit import CHART, NAMESPACE, RELEASE, VALUES_FILES, Pod, Rendered, kubernetes_versions, render, values_of
+from .chartkit import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    VALUES_FILES,
+    Pod,
+    Rendered,
+    check_config,
+    kubernetes_versions,
+    render,
+    values_of,
+)
 
 helm_python = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (pip install -e '.[dev]')")
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
@@ -120,25 +128,11 @@ def test_every_pod_and_container_is_locked_down(site: tuple[dict[str, Any], Rend
             assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}, container["name"]
 
 
-def _check(config: str, tmp_path: Path, service: str) -> tuple[int, str]:
-    """``appliance SERVICE --check --config FILE``: its exit status and what it wrote. In this process:
-    the same entry point as the console script, without an interpreter start per case."""
-    path = tmp_path / "adapter.yaml"
-    path.write_text(config)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            status = cli.main([service, "--check", "--config", str(path)])
-        except SystemExit as exc:  # argparse and the settings loader exit with the reason
-            status = exc.code if isinstance(exc.code, int) else 1
-    return status, out.getvalue()
-
-
 @pytest.mark.parametrize("service", ["adapter", "worker", "exporter"])
-def test_the_config_map_passes_the_appliances_own_check(site: tuple[dict[str, Any], Rendered], service: str,
+def test_the_config_map_passes_the_appliances_owncheck_config(site: tuple[dict[str, Any], Rendered], service: str,
                                                          tmp_path: Path) -> None:
     _, rendered = site
-    status, output = _check(rendered.config_file(), tmp_path, service)
+    status, output = check_config(rendered.config_file(), tmp_path, service)
     assert f"{tmp_path / 'adapter.yaml'}: OK" in output, output
     if "database-url" in yaml.safe_load(rendered.config_file())["storage"]:
         # Valid; only the database, the chart's Service or the site's server, cannot be reached from here.
@@ -161,7 +155,7 @@ def test_the_original_dicom_block_is_taken_as_written(tmp_path: Path) -> None:
     assert config["dicom"] == expected
     # Senders keep the original's port, on the Service.
     assert rendered.get("Service", f"{RELEASE}-adapter")["spec"]["ports"][0]["port"] == original["scp"]["port"]
-    assert f"{tmp_path / 'adapter.yaml'}: OK" in _check(rendered.config_file(), tmp_path, "adapter")[1]
+    assert f"{tmp_path / 'adapter.yaml'}: OK" in check_config(rendered.config_file(), tmp_path, "adapter")[1]
 
 
 def test_the_adapter_keeps_the_senders_address_and_drains_slowly() -> None:

@@ -246,3 +246,27 @@ def test_the_firewall_plan_refuses_what_is_no_network() -> None:
     done = _run_ufw_script("present", sets, "")
     assert done.returncode != 0
     assert "appliance_dashboard_allow_from: 'dashboard.example' is neither" in done.stderr
+
+
+def test_kubernetes_mode_builds_the_chart_values_from_the_inventory(tmp_path: Path) -> None:
+    """tasks/chart_values.yml in a real play: every appliance_* variable, the role's defaults included, goes
+    through the filter (tests/chart/test_site_values.py renders the chart with what it makes)."""
+    out = tmp_path / "values.json"
+    playbook = tmp_path / "chart-values.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "connection": "local", "gather_facts": True,
+        "vars": {"appliance_mode": "kubernetes", "appliance_sources": [{"host_ip": "10.0.0.5", "ae_title": "CT1"}],
+                 "appliance_destinations": ONE_DESTINATION, "appliance_worker_workers": 5,
+                 "appliance_chart_values": {"worker": {"replicas": 3}}},
+        "tasks": [{"ansible.builtin.include_role": {"name": "appliance", "tasks_from": "chart_values.yml"}},
+                  {"ansible.builtin.copy": {"content": "{{ __appliance_chart_values | to_json }}", "dest": str(out),
+                                            "mode": "0600"}}]}]))
+    done = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(playbook)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stdout
+    values = json.loads(out.read_text())
+    assert values["config"]["dicom"]["scu"]["destinations"][0]["ae-title"] == "ORTHANC"
+    assert values["config"]["dicom"]["scp"]["sources"] == [{"host-ip": "10.0.0.5", "ae-title": "CT1"}]
+    assert values["config"]["worker"]["workers"] == 5
+    assert values["worker"] == {"replicas": 3}
+    assert values["database"]["external"]["url"] == ""
