@@ -168,13 +168,19 @@ def test_the_template_renders_the_dashboard_block() -> None:
     assert parse_config(_render(**base)).dashboard.users == ()
 
 
+def _play(tmp_path: Path, name: str, play: dict[str, Any], inventory: str = "localhost,"
+          ) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook on one play, written to tmp_path/name, from the repository root (its ansible.cfg)."""
+    playbook = tmp_path / name
+    playbook.write_text(yaml.safe_dump([play]))
+    return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", inventory, str(playbook)],
+                          capture_output=True, text=True, timeout=180, cwd=REPO)
+
+
 def _preflight(tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess[str]:
-    playbook = tmp_path / "preflight.yml"
-    playbook.write_text(yaml.safe_dump([{
+    return _play(tmp_path, "preflight.yml", {
         "hosts": "localhost", "connection": "local", "gather_facts": False, "vars": variables,
-        "tasks": [{"ansible.builtin.include_role": {"name": "appliance", "tasks_from": "preflight.yml"}}]}]))
-    return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(playbook)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+        "tasks": [{"ansible.builtin.include_role": {"name": "appliance", "tasks_from": "preflight.yml"}}]})
 
 
 def test_the_role_stops_when_results_would_go_nowhere(tmp_path: Path) -> None:
@@ -252,17 +258,14 @@ def test_kubernetes_mode_builds_the_chart_values_from_the_inventory(tmp_path: Pa
     """tasks/chart_values.yml in a real play: every appliance_* variable, the role's defaults included, goes
     through the filter (tests/chart/test_site_values.py renders the chart with what it makes)."""
     out = tmp_path / "values.json"
-    playbook = tmp_path / "chart-values.yml"
-    playbook.write_text(yaml.safe_dump([{
+    done = _play(tmp_path, "chart-values.yml", {
         "hosts": "localhost", "connection": "local", "gather_facts": True,
         "vars": {"appliance_mode": "kubernetes", "appliance_sources": [{"host_ip": "10.0.0.5", "ae_title": "CT1"}],
                  "appliance_destinations": ONE_DESTINATION, "appliance_worker_workers": 5,
                  "appliance_chart_values": {"worker": {"replicas": 3}}},
         "tasks": [{"ansible.builtin.include_role": {"name": "appliance", "tasks_from": "chart_values.yml"}},
                   {"ansible.builtin.copy": {"content": "{{ __appliance_chart_values | to_json }}", "dest": str(out),
-                                            "mode": "0600"}}]}]))
-    done = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(playbook)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+                                            "mode": "0600"}}]})
     assert done.returncode == 0, done.stdout
     values = json.loads(out.read_text())
     assert values["config"]["dicom"]["scu"]["destinations"][0]["ae-title"] == "ORTHANC"
@@ -270,3 +273,29 @@ def test_kubernetes_mode_builds_the_chart_values_from_the_inventory(tmp_path: Pa
     assert values["config"]["worker"]["workers"] == 5
     assert values["worker"] == {"replicas": 3}
     assert values["database"]["external"]["url"] == ""
+
+
+def _kubernetes_mode(tmp_path: Path, group: str) -> subprocess.CompletedProcess[str]:
+    """The role's main.yml in kubernetes mode on localhost as a member of ``group``, on a machine without a
+    cluster: it must install nothing (no unit, no virtualenv, no firewall rule) and reach no API server."""
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(f"[{group}]\nlocalhost ansible_connection=local\n")
+    return _play(tmp_path, "kubernetes-mode.yml", {
+        "hosts": "all", "gather_facts": True,
+        "vars": {"appliance_mode": "kubernetes", "appliance_sources": [{"host_ip": "10.0.0.5", "ae_title": "CT1"}],
+                 "appliance_destinations": ONE_DESTINATION,
+                 "appliance_chart_kubeconfig": str(tmp_path / "no-cluster.conf")},
+        "tasks": [{"ansible.builtin.include_role": {"name": "appliance"}}]}, str(inventory))
+
+
+def test_kubernetes_mode_installs_no_unit_and_needs_the_cluster(tmp_path: Path) -> None:
+    worker = _kubernetes_mode(tmp_path, "kubernetes_workers")
+    assert worker.returncode == 0, worker.stdout
+    assert "changed=0" in worker.stdout, worker.stdout
+    for skipped in ("runtime.yml", "configure.yml", "firewall.yml", "service.yml", "chart.yml"):
+        assert f"included: {ROLE}/tasks/{skipped}" not in worker.stdout, skipped
+    control_plane = _kubernetes_mode(tmp_path, "kubernetes_control_plane")
+    assert control_plane.returncode != 0
+    assert "no-cluster.conf" in control_plane.stdout and "run the kubernetes and helm roles first" in (
+        control_plane.stdout), control_plane.stdout
+    assert "included: " + str(ROLE / "tasks/runtime.yml") not in control_plane.stdout
