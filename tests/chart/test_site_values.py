@@ -46,7 +46,8 @@ SITE = {
     "appliance_chart_database_secret": "appliance-db",
     "appliance_dashboard_users": [{"name": "alice", "role": "admin", "password_hash": HASH}],
     "appliance_worker_workers": 3,
-    "appliance_chart_values": {"adapter": {"service": {"type": "LoadBalancer"}}, "worker": {"replicas": 4}},
+    "appliance_chart_values": {"adapter": {"service": {"type": "LoadBalancer"}}, "worker": {"replicas": 4},
+                               "config": {"dicom": {"scp": {"max-associations": 8}}}},
 }
 
 
@@ -72,6 +73,7 @@ def test_the_config_map_says_what_the_inventory_says() -> None:
     assert [(a["ae-title"], a["workflow"], a.get("destinations")) for a in scp["ae-titles"]] == [
         ("OrganSeg", "OrganSeg", ["pacs"]), ("LiverSeg", "LiverSeg", None)]
     assert scp["sources"] == [{"host-ip": "10.0.0.5", "ae-title": "CT1"}]
+    assert scp["max-associations"] == 8  # appliance_chart_values merged key by key: the siblings stay
     assert scp["reject-unknown-sources"] is True
     assert scu["destinations"] == [{"name": "pacs", "host-ip": "10.0.0.9", "port": 11112, "ae-title": "PACS"}]
     assert config["retention"] == {"max-age-days": 14.0, "disk-watermark-percent": 85.0, "interval-seconds": 600.0}

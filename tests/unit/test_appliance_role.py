@@ -258,14 +258,16 @@ def test_kubernetes_mode_builds_the_chart_values_from_the_inventory(tmp_path: Pa
     """tasks/chart_values.yml in a real play: every appliance_* variable, the role's defaults included, goes
     through the filter (tests/chart/test_site_values.py renders the chart with what it makes)."""
     out = tmp_path / "values.json"
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("localhost ansible_connection=local triton_mode=cpu\n")
     done = _play(tmp_path, "chart-values.yml", {
-        "hosts": "localhost", "connection": "local", "gather_facts": True,
+        "hosts": "all", "gather_facts": True,
         "vars": {"appliance_mode": "kubernetes", "appliance_sources": [{"host_ip": "10.0.0.5", "ae_title": "CT1"}],
                  "appliance_destinations": ONE_DESTINATION, "appliance_worker_workers": 5,
                  "appliance_chart_values": {"worker": {"replicas": 3}}},
         "tasks": [{"ansible.builtin.include_role": {"name": "appliance", "tasks_from": "chart_values.yml"}},
                   {"ansible.builtin.copy": {"content": "{{ __appliance_chart_values | to_json }}", "dest": str(out),
-                                            "mode": "0600"}}]})
+                                            "mode": "0600"}}]}, str(inventory))
     assert done.returncode == 0, done.stdout
     values = json.loads(out.read_text())
     assert values["config"]["dicom"]["scu"]["destinations"][0]["ae-title"] == "ORTHANC"
@@ -273,6 +275,7 @@ def test_kubernetes_mode_builds_the_chart_values_from_the_inventory(tmp_path: Pa
     assert values["config"]["worker"]["workers"] == 5
     assert values["worker"] == {"replicas": 3}
     assert values["database"]["external"]["url"] == ""
+    assert values["triton"]["mode"] == "cpu"
 
 
 def _kubernetes_mode(tmp_path: Path, group: str) -> subprocess.CompletedProcess[str]:

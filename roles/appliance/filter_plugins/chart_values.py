@@ -11,12 +11,12 @@ folder) are refused with a message that says what to do instead, never silently 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError as _Error  # the play stops with the message
+from ansible.utils.vars import merge_hash
 
 # Host files that cannot reach a pod: each needs a Secret in the cluster, named in appliance_chart_values.
 _HOST_FILES = {
@@ -25,17 +25,6 @@ _HOST_FILES = {
         "create a kubernetes.io/tls Secret and name it in appliance_chart_values.dashboard.tls.existingSecret"),
     "appliance_workflows_dir": "the chart's image carries the workflows: leave it empty in kubernetes mode",
 }
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``over`` on top of ``base``, mappings merged key by key, anything else replaced."""
-    merged = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def _refuse_host_files(settings: Mapping[str, Any]) -> None:
@@ -123,7 +112,8 @@ def appliance_chart_values(settings: Mapping[str, Any], triton_mode: str = "gpu"
         "dashboard": _dashboard(settings),
         "triton": {"mode": triton_mode},
     }
-    return _merge(values, settings.get("appliance_chart_values") or {})
+    # The combine filter's merge (recursive: mappings key by key, anything else replaced).
+    return dict(merge_hash(values, dict(settings.get("appliance_chart_values") or {}), recursive=True))
 
 
 class FilterModule:
