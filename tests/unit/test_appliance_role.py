@@ -302,3 +302,18 @@ def test_kubernetes_mode_installs_no_unit_and_needs_the_cluster(tmp_path: Path) 
     assert "no-cluster.conf" in control_plane.stdout and "run the kubernetes and helm roles first" in (
         control_plane.stdout), control_plane.stdout
     assert "included: " + str(ROLE / "tasks/runtime.yml") not in control_plane.stdout
+
+
+def test_the_chart_copy_is_exact(tmp_path: Path) -> None:
+    """tasks/chart_copy.yml: the controller's chart arrives whole, and a file it no longer has goes."""
+    dest = tmp_path / "chart"
+    (dest / "templates").mkdir(parents=True)
+    (dest / "templates" / "removed-since.yaml").write_text("kind: Stale\n")
+    done = _play(tmp_path, "chart-copy.yml", {
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars": {"appliance_chart_dir": str(dest)},
+        "tasks": [{"ansible.builtin.include_role": {"name": "appliance", "tasks_from": "chart_copy.yml"}}]})
+    assert done.returncode == 0, done.stdout
+    source = REPO / "charts" / "appliance"
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(source) for p in source.rglob("*") if p.is_file())
