@@ -66,7 +66,9 @@ def make_job(store: JobStore, job_id: str, *, study_uid: str = "1.2.3", called: 
     intake = Intake(store.db)
     intake.create(job_id, called_ae=called, calling_ae="STORESCU", study_uid=study_uid, workflow=called,
                   destinations=destinations, calling_address=calling_address)
-    intake.update_progress(job_id, instances, time.time())
+    with store.db.transaction() as tx:  # what an adapter's grouping tick records while it receives
+        tx.execute("UPDATE jobs SET instance_count = ?, last_instance_at = ? WHERE id = ?",
+                   (instances, time.time(), job_id))
     if state is JobState.RECEIVING:
         return store.get(job_id)
     intake.mark_ready(job_id, instances)
