@@ -17,6 +17,7 @@ that size do not fit in the host's memory (:func:`host_memory_mb`).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 BASE_MB = 400
@@ -35,10 +36,13 @@ def max_voxels(memory_mb: int) -> int:
     return max(0, (memory_mb - BASE_MB) * 2**20 // BYTES_PER_VOXEL)
 
 
-def host_memory_mb(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup/memory.max")) -> int:
-    """The memory this process may use, in MB: the host's total, or its cgroup's limit where lower."""
-    total_kb = next(int(line.split()[1]) for line in meminfo.read_text().splitlines() if line.startswith("MemTotal:"))
-    limit = total_kb // 1024
+def host_memory_mb(total_bytes: int | None = None, cgroup: Path = Path("/sys/fs/cgroup/memory.max")) -> int:
+    """The memory this process may use, in MB: the host's total (``total_bytes``; default the
+    kernel's physical page count, which needs no /proc: the worker's unit hides /proc/meminfo
+    with ``ProcSubset=pid``), or its cgroup's limit where lower."""
+    if total_bytes is None:
+        total_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limit = total_bytes // 2**20
     try:
         value = cgroup.read_text().strip()
     except OSError:

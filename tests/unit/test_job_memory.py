@@ -15,11 +15,15 @@ def test_job_memory_and_largest_series_agree() -> None:
 
 
 def test_host_memory_takes_the_lower_of_host_and_cgroup(tmp_path: Path) -> None:
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       16384000 kB\nMemFree:  1 kB\n")
+    meminfo = 16000 * 2**20
     cgroup = tmp_path / "memory.max"
     assert memory.host_memory_mb(meminfo, cgroup) == 16000
     cgroup.write_text("max\n")
     assert memory.host_memory_mb(meminfo, cgroup) == 16000
     cgroup.write_text(f"{4 << 30}\n")
     assert memory.host_memory_mb(meminfo, cgroup) == 4096
+
+
+def test_host_memory_needs_no_proc() -> None:
+    # The worker's unit runs with ProcSubset=pid: /proc/meminfo is not there.
+    assert memory.host_memory_mb(cgroup=Path("/nonexistent")) > 0
