@@ -61,15 +61,21 @@ def check(fs: dict[str, Any], kinds: list[str], gc_high: float, gc_low: float,
     free_needed = max(0, math.floor(used + incoming - (limit / 100.0) * usable) + 1) if not ok else 0
     result = {
         "mount": fs["mount"], "kinds": kinds, "size_gb": round(fs["size_bytes"] / GB, 2),
-        "used_gb": round(used / GB, 2), "avail_gb": round(avail / GB, 2), "used_percent": round(now_pct, 1),
+        "used_gb": round(used / GB, 2), "avail_gb": round(avail / GB, 2), "usable_gb": round(usable / GB, 2),
+        "used_percent": round(now_pct, 1),
         "incoming_gb": round(incoming / GB, 2), "after_percent": round(after_pct, 1),
         "limit_percent": round(limit, 1), "limit_reason": reason, "ok": ok,
         "free_needed_gb": round(free_needed / GB, 2),
     }
+    # Blocks reserved for root (or held back by the storage below) count in neither figure; name them
+    # when they matter, or "used of 270 GB = 90 %" reads as a wrong sum.
+    reserved = int(fs["size_bytes"]) - usable
+    raw = (f" (the filesystem is {result['size_gb']} GB; {round(reserved / GB, 2)} GB of it is reserved)"
+           if reserved > 0.05 * usable else "")
     load = f"; loading {result['incoming_gb']} GB of images brings it to {result['after_percent']}%" if incoming else ""
     result["message"] = (
-        f"{fs['mount']} (holds {' and '.join(kinds)}): {result['used_gb']} GB used of {result['size_gb']} GB "
-        f"= {result['used_percent']}%{load}"
+        f"{fs['mount']} (holds {' and '.join(kinds)}): {result['used_gb']} GB used of {result['usable_gb']} GB "
+        f"usable = {result['used_percent']}%{raw}{load}"
         + ("" if ok else
            f", past the {result['limit_percent']}% limit set by {reason}. Fix: move the image store to a larger "
            f"disk with playbooks/relocate-data-root.yml (-e data_root_target=/mnt/...), or free "

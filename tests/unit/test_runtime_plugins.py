@@ -142,9 +142,17 @@ def test_loading_images_past_gc_threshold_fails_with_numbers(headroom: ModuleTyp
     # 85 % of 100 GB usable is 85 GB: 90 GB after loading needs just over 5 GB freed.
     assert result["free_needed_gb"] == pytest.approx(5.0, abs=0.01)
     message = result["message"]
-    for text in ("70.0 GB used of 100.0 GB = 70.0%", "loading 20.0 GB of images brings it to 90.0%",
+    for text in ("70.0 GB used of 100.0 GB usable = 70.0%", "loading 20.0 GB of images brings it to 90.0%",
                  "image GC high threshold of 85%", "down to 80%", "relocate-data-root.yml", "free 5.0 GB"):
         assert text in message
+
+
+def test_reserved_blocks_are_named_so_the_sum_reads_right(headroom: ModuleType) -> None:
+    # A CI machine's root: 270 GB raw, of which only used + available (109 GB) is usable.
+    fs = {**_fs(98.11, 10.8), "size_bytes": int(270.55 * GB)}
+    message = headroom.check(fs, ["nodefs"], 85, 80, KUBELET_EVICTION, 0)["message"]
+    assert "98.11 GB used of 108.91 GB usable = 90.1% (the filesystem is 270.55 GB; 161.64 GB of it is reserved)" \
+        in message
 
 
 def test_eviction_threshold_binds_when_stricter_than_gc(headroom: ModuleType) -> None:
