@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.model_repository import sources
-from harness import images
+from harness import archives, images
 from harness.paths import REPO_ROOT
 
 #: The Ubuntu release of the base image, and its Python (the bundle's wheels are built for it).
@@ -218,7 +218,7 @@ def build(bundle_cache: Path | None = None) -> Built:
     if _label(appliance) != key:
         with tempfile.TemporaryDirectory(prefix="appliance-image-") as tmp:
             with tarfile.open(str(bundle["path"])) as tar:
-                tar.extractall(tmp, filter="data")
+                archives.extract(tar, Path(tmp))
             shutil.copyfile(liver, Path(tmp, LIVER_WHEEL))
             _run_and_commit(runtime, _APPLIANCE_SCRIPT, appliance, key, [
                 f"ENV PATH={VENV}/bin:{PATH}", "ENV HOME=/tmp", "ENV PYTHONUNBUFFERED=1",

@@ -48,6 +48,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from appliance.model_repository import sources
+from harness import archives
 from harness.paths import REPO_ROOT
 
 CACHE = Path(os.environ.get("TESTDATA_CACHE", REPO_ROOT / ".cache" / "testdata"))
@@ -115,7 +116,7 @@ def reference_files(cache: Path = CACHE) -> ReferenceFiles:
             members = [m for m in tar.getmembers() if m.isfile() and _wanted(m.name, top)]
             if not members:
                 raise TestDataError(f"{sdist.name} has no {_REFERENCE}/ files")
-            tar.extractall(tmp, members=members, filter="data")
+            archives.extract(tar, tmp, members)
         shutil.rmtree(root, ignore_errors=True)
         (tmp / top).rename(root)
         shutil.rmtree(tmp, ignore_errors=True)
